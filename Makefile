@@ -1,0 +1,63 @@
+# toworker — every target installs what it needs by itself.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
+GO ?= go
+STATICCHECK_VERSION ?= v0.8.2
+GOVULNCHECK_VERSION ?= v1.9.0
+
+.PHONY: all setup tools test test-short lint demo bench bench-smoke agents build fuzz clean
+
+all: build
+
+# setup installs OpenSSH's server and client when missing (tests and the demo
+# start their own sshd on loopback; nothing else of the machine's is used).
+setup:
+	@if [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null; then \
+		echo "installing openssh-server and openssh-client"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
+	fi
+	@command -v gzip >/dev/null || (apt-get update -qq && apt-get install -y -qq gzip >/dev/null)
+
+tools:
+	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@command -v govulncheck >/dev/null || $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+
+build:
+	$(GO) build -trimpath -ldflags="-s -w" -o bin/toworker ./cmd/toworker
+
+lint: tools
+	test -z "$$(gofmt -l .)" || (gofmt -l . && false)
+	$(GO) vet ./...
+	staticcheck ./...
+	govulncheck ./...
+
+# The test command of the README and of CI.
+test: setup lint
+	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) bench-smoke
+
+test-short: setup
+	$(GO) test -count=1 ./...
+
+# The main job on an embedded default: a throwaway sshd on loopback, a
+# registered function run on it with a callback and prefixed output.
+demo: setup
+	$(GO) run ./examples/demo
+
+agents:
+	@mkdir -p bin/agents
+	for p in linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 freebsd/amd64; do \
+		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -trimpath -ldflags="-s -w" -o bin/agents/agent-$${p%/*}-$${p#*/} ./cmd/toworker || exit 1; \
+	done
+
+bench: setup build
+	$(GO) run ./bench/cmd/benchlab -out bench/results
+
+bench-smoke: setup build
+	$(GO) run ./bench/cmd/benchlab -smoke -out $$(mktemp -d)
+
+fuzz:
+	$(GO) test -run=^$$ -fuzz=FuzzReadMessage -fuzztime=30s ./internal/wire/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,598 @@
+package agent
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/toworker/toworker/internal/wire"
+)
+
+// Bounds on waiting for a job's output after its result. A job's output ends
+// when every process holding its pipes has closed them; a daemon the job
+// left running could hold them forever.
+const (
+	outputGrace = time.Second
+	crashGrace  = time.Second
+	crashMax    = 64 << 10
+)
+
+// boss is the long-lived agent process of one master connection. It reads
+// frames from the master on stdin, runs each job in a worker process, and
+// writes the workers' frames and the jobs' output back on its stdout.
+type boss struct {
+	out   *wire.Writer // to the master; safe for concurrent use
+	exe   string       // this binary, started again as each worker
+	hello wire.Hello   // the master's; static after start
+	diag  io.Writer    // diagnostics: the session's stderr
+
+	mu       sync.Mutex // guards the fields below
+	workers  map[*bworker]struct{}
+	idle     []*bworker
+	jobs     map[uint32]*bjob
+	stopping bool
+
+	wg       sync.WaitGroup // every goroutine the boss starts
+	lastRecv time.Time      // guarded by mu: last frame from the master
+}
+
+// bworker is the boss's handle on one worker process.
+type bworker struct {
+	cmd   *exec.Cmd
+	pid   int
+	conn  *fdConn
+	sendq chan sendItem // frames to the worker; closed to retire it
+	// guarded by boss.mu:
+	job     *bjob
+	jobs    int
+	retired bool
+
+	crash     []byte        // the runtime's crash output, bounded
+	crashDone chan struct{} // closed when the crash pipe reaches EOF
+	readDone  chan struct{} // closed when the frame reader returns
+}
+
+type sendItem struct {
+	frame wire.Frame
+	files []*os.File // sent with the frame, then closed
+}
+
+// bjob is one job the boss has handed to a worker.
+type bjob struct {
+	id       uint32
+	w        *bworker
+	output   sync.WaitGroup // the two output readers
+	pipes    [2]*os.File    // read ends of stdout and stderr
+	canceled bool           // guarded by boss.mu
+	resulted bool           // guarded by boss.mu: the worker began sending the result
+}
+
+// serveBoss runs the boss until the master goes away.
+func serveBoss() error {
+	// Frames go out on a private copy of fd 1; fd 1 itself is pointed at
+	// stderr so that nothing else in this process can write into the
+	// frame stream.
+	outFD, err := unix.Dup(1)
+	if err != nil {
+		return fmt.Errorf("boss: dup stdout: %w", err)
+	}
+	syscall.CloseOnExec(outFD)
+	if err := unix.Dup2(2, 1); err != nil {
+		return fmt.Errorf("boss: redirect stdout: %w", err)
+	}
+	framesOut := os.NewFile(uintptr(outFD), "frames")
+	in := bufio.NewReaderSize(os.Stdin, 64<<10)
+
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("boss: cannot find own executable to start workers: %w", err)
+	}
+	if _, err := io.WriteString(framesOut, wire.AgentMarker+"\n"); err != nil {
+		return err
+	}
+	b := &boss{
+		out:      wire.NewWriter(framesOut),
+		exe:      exe,
+		diag:     os.Stderr,
+		workers:  make(map[*bworker]struct{}),
+		jobs:     make(map[uint32]*bjob),
+		lastRecv: time.Now(),
+	}
+	if err := b.out.WriteValue(wire.KindHello, 0, &wire.Hello{
+		Version: wire.Version, Role: "boss", OS: goos(), Arch: goarch(), PID: os.Getpid(), Hash: selfHash(),
+	}); err != nil {
+		return err
+	}
+	r := wire.NewReader(in, wire.Limits{})
+	f, err := r.ReadFrame()
+	if err != nil {
+		return fmt.Errorf("boss: read master hello: %w", err)
+	}
+	v, err := wire.Decode(f.Kind, f.Payload)
+	h, ok := v.(*wire.Hello)
+	if err != nil || !ok {
+		return fmt.Errorf("boss: first frame is %s, not hello", f.Kind)
+	}
+	if h.Version != wire.Version {
+		b.out.WriteValue(wire.KindBye, 0, &wire.Bye{Reason: fmt.Sprintf("agent speaks protocol %d, master %d", wire.Version, h.Version)})
+		return fmt.Errorf("boss: master protocol %d, agent %d: update one of them", h.Version, wire.Version)
+	}
+	b.hello = *h
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	stop := make(chan struct{})
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.watch(sigs, stop)
+	}()
+
+	for range b.hello.MinWarm {
+		b.mu.Lock()
+		if w, err := b.spawnLocked(); err == nil {
+			b.idle = append(b.idle, w)
+		}
+		b.mu.Unlock()
+	}
+	err = b.readLoop(r)
+	close(stop)
+	b.shutdown()
+	b.wg.Wait()
+	if err == io.EOF {
+		return nil
+	}
+	return err
+}
+
+// watch ends the boss when a signal arrives or the master has been silent
+// for three ping intervals (a half-open connection). It closes stdin to stop
+// the read loop.
+func (b *boss) watch(sigs <-chan os.Signal, stop <-chan struct{}) {
+	interval := time.Duration(b.hello.PingSeconds) * time.Second
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-sigs:
+			b.shutdown()
+			os.Stdin.Close()
+			return
+		case <-tick:
+			b.mu.Lock()
+			silent := time.Since(b.lastRecv)
+			b.mu.Unlock()
+			if silent > 3*interval {
+				fmt.Fprintf(b.diag, "toworker agent: no word from the master for %v; stopping\n", silent.Round(time.Second))
+				b.shutdown()
+				os.Stdin.Close()
+				return
+			}
+		}
+	}
+}
+
+// readLoop routes the master's frames until the stream ends.
+func (b *boss) readLoop(r *wire.Reader) error {
+	for {
+		f, err := r.ReadFrame()
+		if err != nil {
+			return err
+		}
+		b.mu.Lock()
+		b.lastRecv = time.Now()
+		b.mu.Unlock()
+		switch f.Kind {
+		case wire.KindCall:
+			if err := b.routeCall(f); err != nil {
+				b.fail(f.Job, &wire.Error{Kind: wire.ErrKindAgent, Message: err.Error()})
+			}
+		case wire.KindCallbackReply:
+			b.mu.Lock()
+			j := b.jobs[f.Job]
+			b.mu.Unlock()
+			if j != nil {
+				j.w.send(sendItem{frame: f})
+			}
+		case wire.KindCancel:
+			b.cancel(f.Job)
+		case wire.KindPing:
+			b.out.WriteFrame(wire.Frame{Kind: wire.KindPong, Payload: f.Payload})
+		case wire.KindBye:
+			return nil
+		case wire.KindPong, wire.KindHello:
+		default:
+			return fmt.Errorf("boss: unexpected %s frame from master", f.Kind)
+		}
+	}
+}
+
+// routeCall sends a call frame to the job's worker, assigning one with the
+// job's output pipes on its first frame.
+func (b *boss) routeCall(f wire.Frame) error {
+	b.mu.Lock()
+	if j := b.jobs[f.Job]; j != nil {
+		b.mu.Unlock()
+		j.w.send(sendItem{frame: f})
+		return nil
+	}
+	if b.stopping {
+		b.mu.Unlock()
+		return errors.New("agent is stopping")
+	}
+	var w *bworker
+	if n := len(b.idle); n > 0 {
+		w = b.idle[n-1]
+		b.idle = b.idle[:n-1]
+	} else {
+		var err error
+		if w, err = b.spawnLocked(); err != nil {
+			b.mu.Unlock()
+			return err
+		}
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		b.mu.Unlock()
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		b.mu.Unlock()
+		return err
+	}
+	j := &bjob{id: f.Job, w: w, pipes: [2]*os.File{outR, errR}}
+	w.job = j
+	w.jobs++
+	b.jobs[f.Job] = j
+	if len(b.idle) < b.hello.MinWarm {
+		if nw, err := b.spawnLocked(); err == nil {
+			b.idle = append(b.idle, nw)
+		}
+	}
+	b.mu.Unlock()
+
+	j.output.Add(2)
+	b.wg.Add(2)
+	go b.copyOutput(j, outR, wire.KindStdout)
+	go b.copyOutput(j, errR, wire.KindStderr)
+	w.send(sendItem{frame: f, files: []*os.File{outW, errW}})
+	return nil
+}
+
+// copyOutput forwards one of a job's output pipes to the master.
+func (b *boss) copyOutput(j *bjob, r *os.File, k wire.Kind) {
+	defer b.wg.Done()
+	defer j.output.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if b.out.WriteFrame(wire.Frame{Kind: k, Job: j.id, Payload: buf[:n]}) != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// waitOutput waits for the job's output to end, bounded by outputGrace,
+// then closes the pipes.
+func (j *bjob) waitOutput() {
+	done := make(chan struct{})
+	go func() { j.output.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(outputGrace):
+		j.pipes[0].Close()
+		j.pipes[1].Close()
+		<-done
+	}
+	j.pipes[0].Close()
+	j.pipes[1].Close()
+}
+
+// spawnLocked starts a worker process. b.mu is held.
+func (b *boss) spawnLocked() (*bworker, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("start worker: socketpair: %w", err)
+	}
+	mine := os.NewFile(uintptr(fds[0]), "worker")
+	theirs := os.NewFile(uintptr(fds[1]), "boss")
+	crashR, crashW, err := os.Pipe()
+	if err != nil {
+		mine.Close()
+		theirs.Close()
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	cmd := exec.Command(b.exe, agentFlag, "worker")
+	cmd.ExtraFiles = []*os.File{theirs, crashW}
+	cmd.SysProcAttr = workerSysProcAttr()
+	cmd.Dir = "/"
+	err = cmd.Start()
+	theirs.Close()
+	crashW.Close()
+	if err != nil {
+		mine.Close()
+		crashR.Close()
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	conn, err := newFDConn(mine)
+	mine.Close()
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		crashR.Close()
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	w := &bworker{
+		cmd: cmd, pid: cmd.Process.Pid, conn: conn,
+		sendq:     make(chan sendItem, 64),
+		crashDone: make(chan struct{}),
+		readDone:  make(chan struct{}),
+	}
+	b.workers[w] = struct{}{}
+	hello, _ := wire.Marshal(&wire.Hello{Version: wire.Version, Role: "boss", Init: b.hello.Init, Host: b.hello.Host})
+	w.sendq <- sendItem{frame: wire.Frame{Kind: wire.KindHello, Payload: hello}}
+	b.wg.Add(4)
+	go func() { defer b.wg.Done(); w.sendLoop() }()
+	go func() { defer b.wg.Done(); w.readCrash(crashR) }()
+	go func() { defer b.wg.Done(); b.workerReadLoop(w) }()
+	go func() { defer b.wg.Done(); b.reap(w) }()
+	return w, nil
+}
+
+// send queues a frame for the worker. It never blocks past the worker's
+// death: a retired worker's queue is drained by its send loop.
+func (w *bworker) send(it sendItem) {
+	defer func() {
+		if recover() != nil { // queue closed: the worker was retired
+			for _, f := range it.files {
+				f.Close()
+			}
+		}
+	}()
+	w.sendq <- it
+}
+
+// sendLoop is the only writer of the worker's socket.
+func (w *bworker) sendLoop() {
+	var buf []byte
+	broken := false
+	for it := range w.sendq {
+		if !broken {
+			buf = wire.AppendFrame(buf[:0], it.frame)
+			var err error
+			if len(it.files) > 0 {
+				err = w.conn.writeWithFiles(buf, it.files...)
+			} else {
+				_, err = w.conn.Write(buf)
+			}
+			broken = err != nil
+		}
+		for _, f := range it.files {
+			f.Close()
+		}
+	}
+	// Retired: closing our end makes the worker's reader see EOF and exit.
+	w.conn.c.CloseWrite()
+}
+
+func (w *bworker) readCrash(r *os.File) {
+	defer close(w.crashDone)
+	defer r.Close()
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		if len(w.crash) < crashMax {
+			w.crash = append(w.crash, buf[:min(n, crashMax-len(w.crash))]...)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// workerReadLoop forwards the worker's frames to the master. A result is
+// held back until the job's output has ended, so the master sees every line
+// before the result.
+func (b *boss) workerReadLoop(w *bworker) {
+	defer close(w.readDone)
+	r := wire.NewReader(w.conn, wire.Limits{})
+	if _, err := r.ReadFrame(); err != nil { // the worker's hello
+		return
+	}
+	for {
+		f, err := r.ReadFrame()
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		j := w.job
+		if j == nil || j.id != f.Job {
+			b.mu.Unlock()
+			continue // a frame for a job the boss already closed
+		}
+		first := f.Kind == wire.KindResult && !j.resulted
+		if f.Kind == wire.KindResult {
+			j.resulted = true
+		}
+		b.mu.Unlock()
+		if first {
+			j.waitOutput()
+		}
+		b.out.WriteFrame(f)
+		if f.Kind == wire.KindResult && !f.More {
+			b.finish(w, j)
+		}
+	}
+}
+
+// finish closes a job whose result has been forwarded and makes its worker
+// idle, or retires it after MaxJobsPerWorker jobs.
+func (b *boss) finish(w *bworker, j *bjob) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.jobs, j.id)
+	w.job = nil
+	if b.stopping || w.retired {
+		return
+	}
+	if max := b.hello.MaxJobsPerWorker; max > 0 && w.jobs >= max {
+		w.retired = true
+		close(w.sendq)
+		return
+	}
+	b.idle = append(b.idle, w)
+}
+
+// reap waits for a worker to exit, kills what is left of its process group,
+// and fails the job it was running, if any.
+func (b *boss) reap(w *bworker) {
+	// Wait without reaping, so the group id cannot be reused before the
+	// group is killed.
+	waitNoReap(w.pid)
+	syscall.Kill(-w.pid, syscall.SIGKILL)
+	b.mu.Lock()
+	delete(b.workers, w)
+	b.mu.Unlock()
+	state, _ := w.cmd.Process.Wait()
+	select {
+	case <-w.readDone:
+	case <-time.After(crashGrace):
+		w.conn.c.Close()
+		<-w.readDone
+	}
+	b.mu.Lock()
+	for i, iw := range b.idle {
+		if iw == w {
+			b.idle = append(b.idle[:i], b.idle[i+1:]...)
+			break
+		}
+	}
+	j := w.job
+	w.job = nil
+	if !w.retired {
+		w.retired = true
+		close(w.sendq)
+	}
+	canceled := j != nil && j.canceled
+	if j != nil {
+		delete(b.jobs, j.id)
+	}
+	stopping := b.stopping
+	b.mu.Unlock()
+	if j == nil || stopping {
+		return
+	}
+	j.waitOutput()
+	select {
+	case <-w.crashDone:
+	case <-time.After(crashGrace):
+	}
+	werr := exitError(state, w.crash)
+	if canceled {
+		werr.Kind = wire.ErrKindCanceled
+		werr.Message = "job cancelled; its worker and process group were killed"
+	}
+	b.out.WriteFrame(wire.Frame{Kind: wire.KindAbort, Job: j.id})
+	b.out.WriteValue(wire.KindResult, j.id, &wire.Result{Err: werr, WorkerPID: w.pid, WorkerJobs: w.jobs})
+}
+
+// exitError describes a worker that died during a job.
+func exitError(state *os.ProcessState, crash []byte) *wire.Error {
+	e := &wire.Error{Kind: wire.ErrKindExit, Stack: string(crash)}
+	if state == nil {
+		e.Message = "worker died"
+		return e
+	}
+	ws, _ := state.Sys().(syscall.WaitStatus)
+	switch {
+	case ws.Signaled():
+		e.Kind = wire.ErrKindSignal
+		e.Signal = ws.Signal().String()
+		e.Message = "worker killed by signal: " + ws.Signal().String()
+	default:
+		e.ExitCode = ws.ExitStatus()
+		e.Message = fmt.Sprintf("worker exited with status %d during the job", ws.ExitStatus())
+	}
+	if len(crash) > 0 {
+		first, _, _ := strings.Cut(strings.TrimSpace(string(crash)), "\n")
+		e.Message += ": " + first
+	}
+	return e
+}
+
+// cancel kills the worker running job id and its whole process group. The
+// reaper reports the job as cancelled.
+func (b *boss) cancel(id uint32) {
+	b.mu.Lock()
+	j := b.jobs[id]
+	if j == nil || j.resulted {
+		b.mu.Unlock()
+		return
+	}
+	j.canceled = true
+	pid := j.w.pid
+	b.mu.Unlock()
+	// The worker is not reaped until reap has killed its group, so pid
+	// still names this worker's group here.
+	syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// fail reports a job the boss could not start.
+func (b *boss) fail(id uint32, e *wire.Error) {
+	b.out.WriteValue(wire.KindResult, id, &wire.Result{Err: e})
+}
+
+// shutdown kills every worker's process group. It is idempotent.
+func (b *boss) shutdown() {
+	b.mu.Lock()
+	b.stopping = true
+	ws := make([]*bworker, 0, len(b.workers))
+	for w := range b.workers {
+		ws = append(ws, w)
+	}
+	b.mu.Unlock()
+	for _, w := range ws {
+		syscall.Kill(-w.pid, syscall.SIGKILL)
+	}
+}
+
+// readLine reads one line of at most max bytes, without the newline.
+func readLine(r *bufio.Reader, max int) (string, error) {
+	var sb strings.Builder
+	for sb.Len() < max {
+		c, err := r.ReadByte()
+		if err != nil {
+			return sb.String(), err
+		}
+		if c == '\n' {
+			return sb.String(), nil
+		}
+		sb.WriteByte(c)
+	}
+	return sb.String(), errors.New("line too long")
+}

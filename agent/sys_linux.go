@@ -1,0 +1,21 @@
+package agent
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// workerSysProcAttr puts each worker in a process group of its own (so that
+// killing the group kills every process the job started) and has the kernel
+// signal it if the boss dies without cleaning up.
+func workerSysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+}
+
+// waitNoReap waits for pid to exit without reaping it.
+func waitNoReap(pid int) {
+	var info unix.Siginfo
+	for unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
+	}
+}

@@ -1,0 +1,300 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/toworker/toworker/callback"
+	"github.com/toworker/toworker/internal/jobctx"
+	"github.com/toworker/toworker/internal/wire"
+)
+
+// Worker descriptors, as the boss sets them up.
+const (
+	workerSocketFD = 3 // Unix socket to the boss
+	workerCrashFD  = 4 // pipe to the boss for the Go runtime's crash output
+)
+
+// worker runs jobs one at a time, in this process, for the boss.
+type worker struct {
+	conn  *fdConn
+	w     *wire.Writer
+	host  string
+	calls chan workerCall // owned by the reader goroutine, which closes it
+	jobs  int
+
+	mu      sync.Mutex // guards pending
+	pending map[uint64]chan *wire.CallbackReply
+	seq     atomic.Uint64
+}
+
+type workerCall struct {
+	job  uint32
+	call *wire.Call
+	fds  []int
+}
+
+// serveWorker is the worker process's main loop. It returns when the boss
+// closes the socket or says bye.
+func serveWorker() error {
+	syscall.CloseOnExec(workerSocketFD)
+	syscall.CloseOnExec(workerCrashFD)
+	if crash := os.NewFile(workerCrashFD, "crash"); crash != nil {
+		// Where the runtime writes a fatal error's trace; the boss reads it
+		// and reports it as the job's stack. Errors mean the boss gave none.
+		_ = debug.SetCrashOutput(crash, debug.CrashOptions{})
+		crash.Close()
+	}
+	conn, err := newFDConn(os.NewFile(workerSocketFD, "boss"))
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	defer conn.Close()
+	wk := &worker{
+		conn:    conn,
+		w:       wire.NewWriter(conn),
+		calls:   make(chan workerCall, 1),
+		pending: make(map[uint64]chan *wire.CallbackReply),
+	}
+	r := wire.NewReader(conn, wire.Limits{})
+	f, err := r.ReadMessage()
+	if err != nil {
+		return fmt.Errorf("worker: read hello: %w", err)
+	}
+	v, err := wire.Decode(f.Kind, f.Payload)
+	hello, ok := v.(*wire.Hello)
+	if err != nil || !ok {
+		return fmt.Errorf("worker: first message is %s, not hello (%v)", f.Kind, err)
+	}
+	wk.host = hello.Host
+	if err := wk.w.WriteValue(wire.KindHello, 0, &wire.Hello{Version: wire.Version, Role: "worker", PID: os.Getpid()}); err != nil {
+		return err
+	}
+	var initErr *wire.Error
+	if hello.Init != "" {
+		initErr = wk.runInit(hello.Init)
+	}
+	go wk.readLoop(r)
+	for c := range wk.calls {
+		wk.jobs++
+		res := wk.runJob(c, initErr)
+		res.WorkerPID = os.Getpid()
+		res.WorkerJobs = wk.jobs
+		if err := wk.w.WriteValue(wire.KindResult, c.job, res); err != nil {
+			return err
+		}
+		if initErr != nil {
+			return errors.New(initErr.Message)
+		}
+	}
+	return nil
+}
+
+// readLoop reads the boss's frames: calls go to the job loop, callback
+// replies to the waiting callback.
+func (wk *worker) readLoop(r *wire.Reader) {
+	defer close(wk.calls)
+	for {
+		f, err := r.ReadMessage()
+		if err != nil {
+			return
+		}
+		switch f.Kind {
+		case wire.KindCall:
+			v, err := wire.Decode(f.Kind, f.Payload)
+			fds, ok := wk.conn.popFDs(2)
+			if err != nil || !ok {
+				for _, fd := range fds {
+					syscall.Close(fd)
+				}
+				return
+			}
+			wk.calls <- workerCall{job: f.Job, call: v.(*wire.Call), fds: fds}
+		case wire.KindCallbackReply:
+			v, err := wire.Decode(f.Kind, f.Payload)
+			if err != nil {
+				return
+			}
+			rep := v.(*wire.CallbackReply)
+			wk.mu.Lock()
+			ch := wk.pending[rep.Seq]
+			delete(wk.pending, rep.Seq)
+			wk.mu.Unlock()
+			if ch != nil {
+				ch <- rep
+			}
+		case wire.KindBye:
+			return
+		}
+	}
+}
+
+func (wk *worker) runInit(name string) *wire.Error {
+	e, ok := lookup(name)
+	if !ok {
+		return &wire.Error{Kind: wire.ErrKindInit, Message: fmt.Sprintf("init function %q is not registered", name)}
+	}
+	_, werr := invoke(context.Background(), e, nil)
+	if werr != nil {
+		werr.Message = "init " + name + ": " + werr.Message
+		werr.Kind = wire.ErrKindInit
+	}
+	return werr
+}
+
+// runJob runs one call with its stdout and stderr on the pipes the boss sent.
+func (wk *worker) runJob(c workerCall, initErr *wire.Error) *wire.Result {
+	unix.Dup2(c.fds[0], 1)
+	unix.Dup2(c.fds[1], 2)
+	syscall.Close(c.fds[0])
+	syscall.Close(c.fds[1])
+	defer restoreStdio()
+	if initErr != nil {
+		return &wire.Result{Err: initErr}
+	}
+	e, ok := lookup(c.call.Func)
+	if !ok {
+		return &wire.Result{Err: &wire.Error{Kind: wire.ErrKindUnknownFunc,
+			Message: fmt.Sprintf("no function %q is registered in the agent (registered: %v)", c.call.Func, Names())}}
+	}
+	if c.call.Chdir != "" {
+		prev, _ := os.Getwd()
+		if err := os.Chdir(c.call.Chdir); err != nil {
+			return &wire.Result{Err: &wire.Error{Kind: wire.ErrKindChdir, Message: err.Error()}}
+		}
+		if prev != "" {
+			defer os.Chdir(prev)
+		}
+	}
+	link := &jobLink{wk: wk, job: c.job}
+	ctx := jobctx.With(context.Background(), link)
+	data, werr := invoke(ctx, e, c.call.Data)
+	return &wire.Result{Data: data, Err: werr}
+}
+
+// invoke runs a registered function, turning a panic into an error.
+func invoke(ctx context.Context, e *entry, data []byte) (out []byte, werr *wire.Error) {
+	defer func() {
+		if p := recover(); p != nil {
+			out = nil
+			werr = &wire.Error{Kind: wire.ErrKindPanic, Message: fmt.Sprintf("panic: %v", p), Stack: string(debug.Stack())}
+		}
+	}()
+	out, err := e.call(ctx, data)
+	if err != nil {
+		return nil, &wire.Error{Kind: errorKind(err), Message: err.Error()}
+	}
+	return out, nil
+}
+
+// restoreStdio points fd 1 and 2 back at /dev/null between jobs, so that
+// the job's pipes close and nothing written later lands in another job's
+// output.
+func restoreStdio() {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	unix.Dup2(int(null.Fd()), 1)
+	unix.Dup2(int(null.Fd()), 2)
+	null.Close()
+}
+
+// jobLink is the running job's side of package callback.
+type jobLink struct {
+	wk  *worker
+	job uint32
+	log *slog.Logger
+}
+
+func (l *jobLink) Host() string { return l.wk.host }
+
+func (l *jobLink) Logger() *slog.Logger {
+	if l.log == nil {
+		l.log = slog.New(&logHandler{link: l})
+	}
+	return l.log
+}
+
+func (l *jobLink) Callback(ctx context.Context, name string, in, out any) error {
+	data, err := wire.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("callback %s: encode input: %w", name, err)
+	}
+	seq := l.wk.seq.Add(1)
+	ch := make(chan *wire.CallbackReply, 1)
+	l.wk.mu.Lock()
+	l.wk.pending[seq] = ch
+	l.wk.mu.Unlock()
+	if err := l.wk.w.WriteValue(wire.KindCallback, l.job, &wire.CallbackRequest{Seq: seq, Name: name, Data: data}); err != nil {
+		return fmt.Errorf("callback %s: %w", name, err)
+	}
+	var rep *wire.CallbackReply
+	select {
+	case rep = <-ch:
+	case <-ctx.Done():
+		l.wk.mu.Lock()
+		delete(l.wk.pending, seq)
+		l.wk.mu.Unlock()
+		return ctx.Err()
+	}
+	if rep.Err != nil {
+		return &callback.Error{Name: name, Kind: rep.Err.Kind, Message: rep.Err.Message}
+	}
+	if out == nil || len(rep.Data) == 0 {
+		return nil
+	}
+	if err := wire.Unmarshal(rep.Data, out); err != nil {
+		return &callback.Error{Name: name, Kind: wire.ErrKindDecode, Message: fmt.Sprintf("reply does not decode into %T: %v", out, err)}
+	}
+	return nil
+}
+
+// logHandler sends slog records to the master.
+type logHandler struct {
+	link  *jobLink
+	attrs []string
+	group string
+}
+
+func (h *logHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
+	rec := wire.LogRecord{TimeUnixNano: r.Time.UnixNano(), Level: int(r.Level), Message: r.Message, Attrs: h.attrs}
+	if r.Time.IsZero() {
+		rec.TimeUnixNano = time.Now().UnixNano()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.Attrs = append(rec.Attrs, h.group+a.Key, a.Value.String())
+		return true
+	})
+	return h.link.wk.w.WriteValue(wire.KindLog, h.link.job, &rec)
+}
+
+func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	h2 := *h
+	h2.attrs = append([]string(nil), h.attrs...)
+	for _, a := range as {
+		h2.attrs = append(h2.attrs, h.group+a.Key, a.Value.String())
+	}
+	return &h2
+}
+
+func (h *logHandler) WithGroup(name string) slog.Handler {
+	h2 := *h
+	h2.group = h.group + name + "."
+	return &h2
+}
+
+var _ io.Writer = (*fdConn)(nil)

@@ -1,0 +1,384 @@
+package sshdial
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// maxJumpDepth bounds ProxyJump hosts that jump through themselves.
+const maxJumpDepth = 10
+
+// DialError reports a failure to reach the host or to complete the SSH
+// handshake with it: a refused connection, a name that does not resolve, a
+// timeout (of ctx or ConnectTimeout), a failed ProxyCommand or jump
+// channel. errors.Is sees through it to the net or context error, so
+// errors.Is(err, syscall.ECONNREFUSED) and errors.Is(err,
+// context.DeadlineExceeded) work.
+type DialError struct {
+	// Host is the host as given to Resolve; Addr is "hostname:port" (or the
+	// ProxyCommand).
+	Host string
+	Addr string
+	// Err is the cause.
+	Err error
+
+	ctxErr error // the context's error when it ended the attempt
+}
+
+func (e *DialError) Error() string {
+	msg := fmt.Sprintf("ssh: connect to host %s (%s): %v", e.Host, e.Addr, e.Err)
+	if e.ctxErr != nil && !errors.Is(e.Err, e.ctxErr) {
+		msg += " (" + e.ctxErr.Error() + ")"
+	}
+	return msg
+}
+
+// Unwrap returns the cause and, when the context ended the attempt, the
+// context's error.
+func (e *DialError) Unwrap() []error {
+	if e.ctxErr != nil {
+		return []error{e.Err, e.ctxErr}
+	}
+	return []error{e.Err}
+}
+
+// Client is an SSH connection made by Dial.
+type Client struct {
+	*ssh.Client
+	// Target is the host this client is connected to.
+	Target *Target
+
+	jumps     []*Client // ProxyJump hops, first hop first
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Close closes the connection, stops and joins its keepalive goroutine, and
+// closes every ProxyJump hop (last hop first). It is idempotent.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		err := c.Client.Close()
+		if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+			err = nil
+		}
+		c.wg.Wait()
+		for i := len(c.jumps) - 1; i >= 0; i-- {
+			c.jumps[i].Close()
+		}
+		c.closeErr = err
+	})
+	return c.closeErr
+}
+
+// Dial connects to t, verifies its host key and authenticates, like ssh.
+// ctx bounds connecting and the handshake (so does t.ConnectTimeout, per
+// hop); once Dial returns, ctx no longer matters. TCP connections get
+// TCP_NODELAY. With t.ProxyJump, each hop is resolved through the
+// configuration (Options.ConfigFile, HomeDir, Warn and Stdin carry over;
+// the hop's own user and port come from the hop spec) and the next
+// connection is made over it; with t.ProxyCommand, the command's stdin and
+// stdout are the connection. With t.ServerAliveInterval, keepalive requests
+// are sent and the client is closed after ServerAliveCountMax missed
+// replies.
+func Dial(ctx context.Context, t *Target, o Options) (*Client, error) {
+	if t == nil {
+		return nil, errors.New("sshdial: nil Target")
+	}
+	return dial(ctx, t, &o, nil)
+}
+
+func dial(ctx context.Context, t *Target, o *Options, via *Client) (*Client, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &DialError{Host: t.Alias, Addr: targetAddr(t), Err: err, ctxErr: err}
+	}
+	var jumps []*Client
+	closeJumps := func() {
+		for i := len(jumps) - 1; i >= 0; i-- {
+			jumps[i].Close()
+		}
+	}
+	if via == nil && len(t.ProxyJump) > 0 {
+		if o.depth >= maxJumpDepth {
+			return nil, fmt.Errorf("sshdial: %s: too many nested ProxyJump hosts", t.Alias)
+		}
+		for i, spec := range t.ProxyJump {
+			h, err := parseHop(spec)
+			if err != nil {
+				closeJumps()
+				return nil, fmt.Errorf("sshdial: %s: ProxyJump %s: %v", t.Alias, spec, err)
+			}
+			ho := Options{
+				ConfigFile: o.ConfigFile, HomeDir: o.HomeDir, Warn: o.Warn, Stdin: o.Stdin,
+				User: h.User, Port: h.Port, noProxy: i > 0, depth: o.depth + 1,
+			}
+			ht, err := Resolve(h.Host, ho)
+			if err != nil {
+				closeJumps()
+				return nil, fmt.Errorf("sshdial: jump host %s: %w", spec, err)
+			}
+			var prev *Client
+			if i > 0 {
+				prev = jumps[i-1]
+			}
+			hc, err := dial(ctx, ht, &ho, prev)
+			if err != nil {
+				closeJumps()
+				return nil, fmt.Errorf("sshdial: jump host %s: %w", spec, err)
+			}
+			jumps = append(jumps, hc)
+		}
+		via = jumps[len(jumps)-1]
+	}
+	c, err := dialOne(ctx, t, o, via)
+	if err != nil {
+		closeJumps()
+		return nil, err
+	}
+	c.jumps = jumps
+	return c, nil
+}
+
+func targetAddr(t *Target) string {
+	return net.JoinHostPort(t.HostName, strconv.Itoa(t.Port))
+}
+
+// dialOne connects to t directly, over via, or through its ProxyCommand, and
+// runs the SSH handshake.
+func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, error) {
+	hctx := ctx
+	if t.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithTimeout(ctx, t.ConnectTimeout)
+		defer cancel()
+	}
+	addr := targetAddr(t)
+	dialErr := func(err error) error {
+		de := &DialError{Host: t.Alias, Addr: addr, Err: err}
+		if cerr := hctx.Err(); cerr != nil {
+			de.ctxErr = cerr
+		}
+		return de
+	}
+
+	cfg := &ssh.ClientConfig{User: t.User}
+	for _, a := range []struct {
+		list []string
+		kind string
+		dst  *[]string
+		key  string
+	}{
+		{t.KexAlgorithms, "kex", &cfg.KeyExchanges, "KexAlgorithms"},
+		{t.Ciphers, "cipher", &cfg.Ciphers, "Ciphers"},
+		{t.MACs, "mac", &cfg.MACs, "MACs"},
+	} {
+		if a.list == nil {
+			continue
+		}
+		if *a.dst = supportedOnly(a.list, a.kind); len(*a.dst) == 0 {
+			return nil, fmt.Errorf("sshdial: %s: none of %s %s is supported", t.Alias, a.key, strings.Join(a.list, ","))
+		}
+	}
+	hk, err := newHostKeyChecker(t, o)
+	if err != nil {
+		return nil, err
+	}
+	cfg.HostKeyCallback = hk.check
+	cfg.HostKeyAlgorithms = hk.algorithms()
+	auth, err := buildAuth(t, o)
+	if err != nil {
+		return nil, err
+	}
+	defer auth.close()
+	cfg.Auth = []ssh.AuthMethod{auth.method()}
+
+	var conn net.Conn
+	switch {
+	case via != nil:
+		conn, err = via.DialContext(hctx, "tcp", addr)
+		if err != nil {
+			return nil, dialErr(err)
+		}
+	case t.ProxyCommand != "":
+		addr = t.ProxyCommand
+		conn, err = startProxyCommand(t.ProxyCommand, o.warn())
+		if err != nil {
+			return nil, dialErr(err)
+		}
+	default:
+		var d net.Dialer
+		conn, err = d.DialContext(hctx, "tcp", addr)
+		if err != nil {
+			return nil, dialErr(err)
+		}
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+	}
+
+	// The handshake has no context of its own: closing the connection when
+	// the context ends interrupts it.
+	stop := context.AfterFunc(hctx, func() { conn.Close() })
+	sc, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	if !stop() {
+		if err == nil {
+			sc.Close()
+		}
+		conn.Close()
+		return nil, dialErr(fmt.Errorf("ssh handshake: %w", hctx.Err()))
+	}
+	if err != nil {
+		conn.Close()
+		return nil, classify(err, t, hk, auth, dialErr)
+	}
+	c := &Client{Client: ssh.NewClient(sc, chans, reqs), Target: t, stop: make(chan struct{})}
+	if t.ServerAliveInterval > 0 {
+		c.wg.Add(1)
+		go c.keepalive(t.ServerAliveInterval, t.ServerAliveCountMax, o.warn())
+	}
+	return c, nil
+}
+
+// classify turns a handshake error into HostKeyError, KeyFileError,
+// AuthError or DialError.
+func classify(err error, t *Target, hk *hostKeyChecker, auth *authState, dialErr func(error) error) error {
+	if e := hk.failure(); e != nil {
+		return e
+	}
+	if e := auth.getSignErr(); e != nil {
+		return e
+	}
+	var kfe *KeyFileError
+	if errors.As(err, &kfe) {
+		return kfe
+	}
+	auth.mu.Lock()
+	started := auth.started
+	auth.mu.Unlock()
+	if started && strings.Contains(err.Error(), "unable to authenticate") {
+		if len(auth.encrypted) > 0 {
+			pm := &ssh.PassphraseMissingError{}
+			return &KeyFileError{File: auth.encrypted[0], Err: errors.Join(&encryptedError{pm}, err)}
+		}
+		return &AuthError{Host: t.Alias, User: t.User, Tried: auth.tried(), Err: err}
+	}
+	return dialErr(fmt.Errorf("ssh handshake: %w", err))
+}
+
+// keepalive sends keepalive@openssh.com requests every interval and closes
+// the client once more than max in a row went unanswered, like ssh's
+// ServerAliveInterval/ServerAliveCountMax. It ends when the client closes.
+func (c *Client) keepalive(interval time.Duration, max int, warn io.Writer) {
+	defer c.wg.Done()
+	dead := make(chan struct{})
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.Client.Wait()
+		close(dead)
+	}()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var missed atomic.Int64
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-dead:
+			return
+		case <-tick.C:
+		}
+		if missed.Add(1) > int64(max) {
+			fmt.Fprintf(warn, "Timeout, server %s not responding.\n", c.Target.Alias)
+			c.Client.Close()
+			return
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if _, _, err := c.Client.SendRequest("keepalive@openssh.com", true, nil); err == nil {
+				missed.Store(0)
+			}
+		}()
+	}
+}
+
+// cmdConn is a net.Conn over a ProxyCommand's stdin and stdout.
+type cmdConn struct {
+	cmd  *exec.Cmd
+	r    *os.File // the command's stdout
+	w    *os.File // the command's stdin
+	once sync.Once
+}
+
+// startProxyCommand runs command with sh -c (exec'ed, like ssh), its
+// stderr going to warn.
+func startProxyCommand(command string, warn io.Writer) (net.Conn, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, err
+	}
+	cmd := exec.Command("/bin/sh", "-c", "exec "+command)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, warn
+	err = cmd.Start()
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		return nil, fmt.Errorf("ProxyCommand %q: %w", command, err)
+	}
+	return &cmdConn{cmd: cmd, r: outR, w: inW}, nil
+}
+
+func (c *cmdConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *cmdConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// Close closes the pipes and kills and reaps the command.
+func (c *cmdConn) Close() error {
+	c.once.Do(func() {
+		c.w.Close()
+		c.r.Close()
+		_ = c.cmd.Process.Kill()
+		_ = c.cmd.Wait()
+	})
+	return nil
+}
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "proxycommand" }
+
+func (c *cmdConn) LocalAddr() net.Addr  { return pipeAddr{} }
+func (c *cmdConn) RemoteAddr() net.Addr { return pipeAddr{} }
+
+// SetDeadline and friends set the deadline on the pipes.
+func (c *cmdConn) SetDeadline(t time.Time) error {
+	if err := c.r.SetDeadline(t); err != nil {
+		return err
+	}
+	return c.w.SetDeadline(t)
+}
+func (c *cmdConn) SetReadDeadline(t time.Time) error  { return c.r.SetReadDeadline(t) }
+func (c *cmdConn) SetWriteDeadline(t time.Time) error { return c.w.SetWriteDeadline(t) }

@@ -1,0 +1,85 @@
+// Package sshdial resolves a host alias through ssh_config and connects to it
+// with golang.org/x/crypto/ssh, the way OpenSSH's ssh (9.2) would.
+//
+// Resolve reads the files ssh reads (~/.ssh/config then
+// /etc/ssh/ssh_config, or only Options.ConfigFile like ssh -F), applies
+// command-line style Options (-l, -p, -i, -J, -o) and returns a Target: what
+// `ssh -G` prints, with file names expanded. Dial connects to a Target:
+// TCP (with TCP_NODELAY), ProxyJump hops or ProxyCommand, host key checking
+// against known_hosts, public key authentication from ssh-agent and
+// identity files, and keepalives.
+//
+// Configuration files are parsed with github.com/kevinburke/ssh_config
+// (ssh_config.Decode, and Config.Get/GetAll, which return errors). For most
+// keywords the first value obtained wins; IdentityFile and CertificateFile
+// accumulate; command-line Options come before the files.
+//
+// # Supported keywords
+//
+//   - Host, with patterns, '*' and '?' wildcards and '!' negation (matched
+//     by ssh_config; lines using '?' are matched by this package, because
+//     ssh_config lets '?' match zero characters).
+//   - Match with all, host, originalhost, user, localuser, canonical and
+//     final (and '!' negation); "host" is matched against the host name
+//     after HostName substitution, like ssh. "final" blocks are applied in a
+//     second pass, like ssh; "canonical" matches only in that pass (there is
+//     no hostname canonicalization). Match exec is NOT supported: reaching
+//     one whose earlier criteria hold is an error.
+//   - Include, with globs, nested up to 16 levels, honouring the enclosing
+//     Host/Match block. Relative paths are taken from ~/.ssh (user files,
+//     where ~ is Options.HomeDir or $HOME) or /etc/ssh (the system file).
+//     This package handles Include itself: ssh_config would resolve it
+//     against the password database's home and treat every decoded file as
+//     a user file.
+//   - HostName (%h and %% tokens), Port, User.
+//   - IdentityFile (default ~/.ssh/id_rsa, id_ecdsa, id_ecdsa_sk,
+//     id_ed25519, id_ed25519_sk, id_xmss, id_dsa, as in ssh 9.2),
+//     IdentitiesOnly, IdentityAgent (a path, SSH_AUTH_SOCK, $VAR or none),
+//     CertificateFile (and <identity>-cert.pub beside an identity file).
+//   - UserKnownHostsFile, GlobalKnownHostsFile, StrictHostKeyChecking (yes,
+//     accept-new, no/off, ask), HostKeyAlias, HashKnownHosts.
+//   - ProxyJump (comma-separated hops, ssh:// URIs, none) and ProxyCommand
+//     (run as sh -c "exec ..."; %h %n %p %r %% tokens); the first of the two
+//     obtained wins, like ssh.
+//   - ConnectTimeout, ServerAliveInterval (ssh time formats such as 90 or
+//     1m30s), ServerAliveCountMax.
+//   - KexAlgorithms, Ciphers and MACs, including the +, - and ^ forms;
+//     algorithms that golang.org/x/crypto/ssh does not implement are dropped
+//     at Dial time (an error if none is left).
+//   - BatchMode (no prompts at all).
+//
+// File names (IdentityFile, CertificateFile, IdentityAgent,
+// UserKnownHostsFile, GlobalKnownHostsFile) expand ~, ~user, ${ENV} and the
+// tokens %% %C %d %h %i %j %k %L %l %n %p %r %u.
+//
+// # Not supported
+//
+// Every other keyword is read without error and ignored; in particular:
+// password, keyboard-interactive, GSSAPI and host-based authentication;
+// CanonicalizeHostname and friends; CheckHostIP (ssh 9.2's default, no, is
+// what this package does); HostKeyAlgorithms and PubkeyAcceptedAlgorithms
+// (x/crypto's defaults are used, preferring the types already recorded in
+// known_hosts); UpdateHostKeys; VerifyHostKeyDNS; KnownHostsCommand;
+// ControlMaster/ControlPath (no connection sharing); forwardings;
+// AddKeysToAgent; FIDO (sk-) keys and XMSS keys in files (they can still be
+// used through ssh-agent); Match exec. File permission checks of
+// configuration files are not done.
+//
+// # Differences from ssh
+//
+//   - A host key that differs from the recorded one is always refused, even
+//     with StrictHostKeyChecking=no (ssh connects then, with password and
+//     keyboard-interactive authentication disabled).
+//   - With StrictHostKeyChecking=no, an unknown key is not recorded; a
+//     warning goes to Options.Warn on every connection instead.
+//   - A missing -i file is an error (ssh warns and goes on).
+//   - An encrypted identity file that the server would accept, that no agent
+//     key matches and that cannot be decrypted (no terminal) makes Dial fail
+//     with a KeyFileError (ssh would skip it and likely fail with
+//     "Permission denied").
+//   - Options.User and Options.Port win over -o User/Port (ssh lets
+//     whichever comes first on the command line win).
+//   - ProxyJump hops are dialed in-process over the previous hop's
+//     connection; like ssh's "ssh -J", a hop gets the -F file but not the
+//     other command-line options.
+package sshdial

@@ -1,0 +1,631 @@
+package sshdial
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Target is a resolved host: what ssh -G would print, with file names
+// expanded.
+type Target struct {
+	// Alias is the host as given (without any "user@"), as matched against
+	// Host lines; HostName is the name or address to connect to.
+	Alias, HostName string
+	// Port is the TCP port (default 22).
+	Port int
+	// User is the remote user (default: the local user).
+	User string
+	// IdentityFiles are the identity (private key) files, -i ones first,
+	// with ~, %d, %u, %h, %r, %% (and ssh's other tokens) expanded; they
+	// need not exist. Without any IdentityFile they are ssh's defaults.
+	IdentityFiles []string
+	// IdentitiesOnly limits authentication to the identity files (agent
+	// keys are used only when they match one of them).
+	IdentitiesOnly bool
+	// IdentityAgent is the agent socket: "" means $SSH_AUTH_SOCK, "none"
+	// disables the agent.
+	IdentityAgent string
+	// CertificateFiles are certificate files (expanded like IdentityFiles).
+	CertificateFiles []string
+	// UserKnownHostsFiles and GlobalKnownHostsFiles are the known_hosts
+	// files; new keys (accept-new) go to the first user file.
+	UserKnownHostsFiles, GlobalKnownHostsFiles []string
+	// StrictHostKeyChecking is "yes", "accept-new", "no" or "ask" (which
+	// behaves like "yes" unless Options.Stdin is a terminal).
+	StrictHostKeyChecking string
+	// HostKeyAlias is the name to look the host key up under, if set.
+	HostKeyAlias string
+	// ProxyJump lists the jump hops in order, each [user@]host[:port] or
+	// ssh://[user@]host[:port]; each is resolved through ssh_config itself
+	// when dialed.
+	ProxyJump []string
+	// ProxyCommand is the command (tokens expanded) whose stdin and stdout
+	// carry the connection, run with sh -c; "" if none.
+	ProxyCommand string
+	// ConnectTimeout limits connecting and the SSH handshake of each hop;
+	// 0 means only the context limits them.
+	ConnectTimeout time.Duration
+	// ServerAliveInterval is the interval of keepalive requests (0: none).
+	ServerAliveInterval time.Duration
+	// ServerAliveCountMax is the number of unanswered keepalives after which
+	// the connection is closed (default 3).
+	ServerAliveCountMax int
+	// KexAlgorithms, Ciphers and MACs are the configured algorithm lists
+	// (after +, - and ^ are applied to OpenSSH's defaults); nil when not
+	// configured. Dial keeps the ones golang.org/x/crypto/ssh supports.
+	KexAlgorithms []string
+	// Ciphers: see KexAlgorithms.
+	Ciphers []string
+	// MACs: see KexAlgorithms.
+	MACs []string
+	// HashKnownHosts makes keys added to known_hosts hashed.
+	HashKnownHosts bool
+	// BatchMode disables every prompt (passphrases, host keys).
+	BatchMode bool
+
+	explicitIdentities int // how many leading IdentityFiles came from -i
+}
+
+// Defaults of OpenSSH 9.2.
+var (
+	defaultIdentityFiles = []string{
+		"~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ecdsa_sk",
+		"~/.ssh/id_ed25519", "~/.ssh/id_ed25519_sk", "~/.ssh/id_xmss",
+		"~/.ssh/id_dsa",
+	}
+	defaultUserKnownHosts   = []string{"~/.ssh/known_hosts", "~/.ssh/known_hosts2"}
+	defaultGlobalKnownHosts = []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"}
+	defaultKex              = strings.Split("sntrup761x25519-sha512,sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256", ",")
+	defaultCiphers          = strings.Split("chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com", ",")
+	defaultMACs             = strings.Split("umac-64-etm@openssh.com,umac-128-etm@openssh.com,hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha1-etm@openssh.com,umac-64@openssh.com,umac-128@openssh.com,hmac-sha2-256,hmac-sha2-512,hmac-sha1", ",")
+)
+
+// Resolve resolves a host alias (optionally "user@alias" or
+// "ssh://[user@]alias[:port]") through the ssh configuration like ssh -G.
+func Resolve(alias string, o Options) (*Target, error) {
+	home, err := o.homeDir()
+	if err != nil {
+		return nil, err
+	}
+	destUser, host, destPort, err := parseDestination(alias)
+	if err != nil {
+		return nil, fmt.Errorf("sshdial: %q: %v", alias, err)
+	}
+	st := newSettings()
+
+	// Command line first: it wins over the files.
+	if o.User != "" {
+		st.set("user", o.User)
+	}
+	if o.Port != 0 {
+		if o.Port < 0 || o.Port > 65535 {
+			return nil, fmt.Errorf("sshdial: bad port %d", o.Port)
+		}
+		st.set("port", strconv.Itoa(o.Port))
+	}
+	if o.JumpHosts != "" {
+		if _, _, err := parseJumpList(o.JumpHosts); err != nil {
+			return nil, fmt.Errorf("sshdial: -J %s: %v", o.JumpHosts, err)
+		}
+		st.set("proxyjump", o.JumpHosts)
+	} else if o.noProxy {
+		st.set("proxyjump", "none")
+	}
+	for _, f := range o.IdentityFiles {
+		st.set("identityfile", f)
+	}
+	nExplicit := len(st.multi["identityfile"])
+	for _, opt := range o.Options {
+		k, v, err := parseOption(opt)
+		if err != nil {
+			return nil, fmt.Errorf("sshdial: %v", err)
+		}
+		switch lk := strings.ToLower(k); lk {
+		case "host", "match", "include":
+			return nil, fmt.Errorf("sshdial: -o %s: %s directive not supported as a command-line option", opt, k)
+		case "proxyjump", "proxycommand":
+			if o.JumpHosts != "" {
+				return nil, fmt.Errorf("sshdial: -o %s cannot be combined with -J", k)
+			}
+			st.set(lk, v)
+		default:
+			st.set(lk, v)
+		}
+	}
+	if destUser != "" {
+		st.set("user", destUser)
+	}
+	if destPort != 0 {
+		st.set("port", strconv.Itoa(destPort))
+	}
+
+	cs, err := loadConfig(&o, home)
+	if err != nil {
+		return nil, fmt.Errorf("sshdial: %w", err)
+	}
+	localU := localUser()
+	pass := func(final bool) error {
+		for i := range cs.chunks {
+			cs.chunks[i].blk.evaluated = false
+		}
+		for i := range cs.chunks {
+			c := &cs.chunks[i]
+			ms := matchState{originalHost: host, localUser: localU, final: final, host: host, user: localU}
+			if hn, ok := st.get("hostname"); ok {
+				if h, err := expandHostName(hn, host); err == nil {
+					ms.host = h
+				}
+			}
+			if u, ok := st.get("user"); ok {
+				ms.user = u
+			}
+			active, err := blockActive(c.blk, host, ms)
+			if err != nil {
+				return fmt.Errorf("sshdial: %w", err)
+			}
+			if active && c.cfg != nil {
+				if err := st.apply(c, host); err != nil {
+					return fmt.Errorf("sshdial: %w", err)
+				}
+			}
+		}
+		return nil
+	}
+	if err := pass(false); err != nil {
+		return nil, err
+	}
+	if cs.wantFinal {
+		if err := pass(true); err != nil {
+			return nil, err
+		}
+	}
+	return st.target(host, home, localU, nExplicit)
+}
+
+// target turns collected settings into a Target.
+func (st *settings) target(host, home, localU string, nExplicit int) (*Target, error) {
+	t := &Target{Alias: host, explicitIdentities: nExplicit}
+	bad := func(key, v string, err error) error {
+		return fmt.Errorf("sshdial: %s: bad %s value %q: %v", host, key, v, err)
+	}
+	t.HostName = strings.ToLower(host)
+	if v, ok := st.get("hostname"); ok {
+		h, err := expandHostName(v, strings.ToLower(host))
+		if err != nil {
+			return nil, bad("HostName", v, err)
+		}
+		t.HostName = h
+	}
+	t.Port = 22
+	if v, ok := st.get("port"); ok {
+		p, err := parsePort(v)
+		if err != nil {
+			return nil, bad("Port", v, err)
+		}
+		t.Port = p
+	}
+	t.User = localU
+	if v, ok := st.get("user"); ok {
+		t.User = v
+	}
+	var err error
+	yesno := func(key string, dst *bool) {
+		if err != nil {
+			return
+		}
+		if v, ok := st.get(key); ok {
+			switch strings.ToLower(v) {
+			case "yes", "true":
+				*dst = true
+			case "no", "false":
+				*dst = false
+			default:
+				err = bad(key, v, errors.New("want yes or no"))
+			}
+		}
+	}
+	yesno("identitiesonly", &t.IdentitiesOnly)
+	yesno("hashknownhosts", &t.HashKnownHosts)
+	yesno("batchmode", &t.BatchMode)
+	if err != nil {
+		return nil, err
+	}
+
+	x := &expander{home: home, vars: map[byte]string{
+		'd': home,
+		'h': t.HostName,
+		'n': host,
+		'p': strconv.Itoa(t.Port),
+		'r': t.User,
+		'u': localU,
+		'i': strconv.Itoa(os.Getuid()),
+		'%': "%",
+	}}
+	x.vars['k'] = host
+	if v, ok := st.get("hostkeyalias"); ok {
+		t.HostKeyAlias = v
+		x.vars['k'] = v
+	}
+	if lh, err := os.Hostname(); err == nil {
+		x.vars['l'] = lh
+		short, _, _ := strings.Cut(lh, ".")
+		x.vars['L'] = short
+	}
+	if st.proxy == "proxyjump" {
+		x.vars['j'] = st.single["proxyjump"]
+	} else {
+		x.vars['j'] = ""
+	}
+	sum := sha1.Sum([]byte(x.vars['l'] + t.HostName + x.vars['p'] + t.User))
+	x.vars['C'] = hex.EncodeToString(sum[:])
+
+	ids := st.multi["identityfile"]
+	if len(ids) == 0 {
+		ids = defaultIdentityFiles
+	}
+	for _, f := range ids {
+		p, err := x.path(f)
+		if err != nil {
+			return nil, bad("IdentityFile", f, err)
+		}
+		t.IdentityFiles = append(t.IdentityFiles, p)
+	}
+	for _, f := range st.multi["certificatefile"] {
+		p, err := x.path(f)
+		if err != nil {
+			return nil, bad("CertificateFile", f, err)
+		}
+		t.CertificateFiles = append(t.CertificateFiles, p)
+	}
+	if v, ok := st.get("identityagent"); ok {
+		switch {
+		case strings.EqualFold(v, "none"):
+			t.IdentityAgent = "none"
+		case v == "SSH_AUTH_SOCK":
+			t.IdentityAgent = ""
+		case strings.HasPrefix(v, "$") && !strings.HasPrefix(v, "${"):
+			t.IdentityAgent = os.Getenv(v[1:])
+			if t.IdentityAgent == "" {
+				t.IdentityAgent = "none"
+			}
+		default:
+			p, err := x.path(v)
+			if err != nil {
+				return nil, bad("IdentityAgent", v, err)
+			}
+			t.IdentityAgent = p
+		}
+	}
+	for _, kf := range []struct {
+		key  string
+		def  []string
+		dest *[]string
+	}{
+		{"userknownhostsfile", defaultUserKnownHosts, &t.UserKnownHostsFiles},
+		{"globalknownhostsfile", defaultGlobalKnownHosts, &t.GlobalKnownHostsFiles},
+	} {
+		files := kf.def
+		if v, ok := st.get(kf.key); ok {
+			files, err = splitArgs(v)
+			if err != nil {
+				return nil, bad(kf.key, v, err)
+			}
+			if len(files) == 1 && strings.EqualFold(files[0], "none") {
+				files = nil
+			}
+		}
+		*kf.dest = []string{}
+		for _, f := range files {
+			p, err := x.path(f)
+			if err != nil {
+				return nil, bad(kf.key, f, err)
+			}
+			*kf.dest = append(*kf.dest, p)
+		}
+	}
+	t.StrictHostKeyChecking = "ask"
+	if v, ok := st.get("stricthostkeychecking"); ok {
+		switch strings.ToLower(v) {
+		case "yes", "true":
+			t.StrictHostKeyChecking = "yes"
+		case "no", "false", "off":
+			t.StrictHostKeyChecking = "no"
+		case "ask":
+			t.StrictHostKeyChecking = "ask"
+		case "accept-new":
+			t.StrictHostKeyChecking = "accept-new"
+		default:
+			return nil, bad("StrictHostKeyChecking", v, errors.New("want yes, accept-new, no or ask"))
+		}
+	}
+	switch st.proxy {
+	case "proxyjump":
+		v := st.single["proxyjump"]
+		hops, none, err := parseJumpList(v)
+		if err != nil {
+			return nil, bad("ProxyJump", v, err)
+		}
+		if !none {
+			for _, part := range strings.Split(v, ",") {
+				t.ProxyJump = append(t.ProxyJump, strings.TrimSpace(part))
+			}
+			_ = hops
+		}
+	case "proxycommand":
+		v := st.single["proxycommand"]
+		if !strings.EqualFold(v, "none") {
+			px := &expander{home: home, vars: map[byte]string{
+				'h': t.HostName, 'n': host, 'p': x.vars['p'], 'r': t.User, '%': "%",
+			}}
+			cmd, err := px.expand(v, false)
+			if err != nil {
+				return nil, bad("ProxyCommand", v, err)
+			}
+			t.ProxyCommand = cmd
+		}
+	}
+	for _, d := range []struct {
+		key  string
+		dest *time.Duration
+	}{
+		{"connecttimeout", &t.ConnectTimeout},
+		{"serveraliveinterval", &t.ServerAliveInterval},
+	} {
+		if v, ok := st.get(d.key); ok && !strings.EqualFold(v, "none") {
+			dur, err := parseSSHTime(v)
+			if err != nil {
+				return nil, bad(d.key, v, err)
+			}
+			*d.dest = dur
+		}
+	}
+	t.ServerAliveCountMax = 3
+	if v, ok := st.get("serveralivecountmax"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, bad("ServerAliveCountMax", v, errors.New("want a number"))
+		}
+		t.ServerAliveCountMax = n
+	}
+	for _, a := range []struct {
+		key  string
+		def  []string
+		dest *[]string
+	}{
+		{"kexalgorithms", defaultKex, &t.KexAlgorithms},
+		{"ciphers", defaultCiphers, &t.Ciphers},
+		{"macs", defaultMACs, &t.MACs},
+	} {
+		if v, ok := st.get(a.key); ok {
+			list, err := algorithmList(v, a.def)
+			if err != nil {
+				return nil, bad(a.key, v, err)
+			}
+			*a.dest = list
+		}
+	}
+	return t, nil
+}
+
+// expandHostName expands HostName's tokens: %h (the host as given, in lower
+// case like ssh) and %%.
+func expandHostName(v, host string) (string, error) {
+	x := &expander{vars: map[byte]string{'h': host, '%': "%"}}
+	return x.expand(v, false)
+}
+
+// expander expands ~, %x tokens and ${ENV} like ssh does for file names.
+type expander struct {
+	home string
+	vars map[byte]string
+}
+
+// path expands a file name: a leading ~ or ~user, then %x tokens and
+// ${ENV} variables.
+func (x *expander) path(s string) (string, error) {
+	s, err := expandTildeUser(s, x.home)
+	if err != nil {
+		return "", err
+	}
+	return x.expand(s, true)
+}
+
+// expand replaces %x tokens (an unknown one is an error, like ssh) and,
+// with env, ${NAME} environment variables (unset ones are an error).
+func (x *expander) expand(s string, env bool) (string, error) {
+	if !strings.ContainsAny(s, "%$") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '%':
+			if i+1 >= len(s) {
+				return "", errors.New("invalid format: '%' at the end")
+			}
+			i++
+			v, ok := x.vars[s[i]]
+			if !ok {
+				return "", fmt.Errorf("unknown key %%%c", s[i])
+			}
+			b.WriteString(v)
+		case c == '$' && env && i+1 < len(s) && s[i+1] == '{':
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 {
+				return "", errors.New("unterminated ${")
+			}
+			name := s[i+2 : i+2+end]
+			if name == "" {
+				return "", errors.New("empty ${}")
+			}
+			v, ok := os.LookupEnv(name)
+			if !ok {
+				return "", fmt.Errorf("environment variable %s not set", name)
+			}
+			b.WriteString(v)
+			i += 2 + end
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
+}
+
+// expandTilde replaces a leading "~" or "~/" with home.
+func expandTilde(s, home string) string {
+	if s == "~" {
+		return home
+	}
+	if strings.HasPrefix(s, "~/") {
+		return filepath.Join(home, s[2:])
+	}
+	return s
+}
+
+// expandTildeUser is expandTilde plus "~user/...".
+func expandTildeUser(s, home string) (string, error) {
+	if !strings.HasPrefix(s, "~") || s == "~" || strings.HasPrefix(s, "~/") {
+		return expandTilde(s, home), nil
+	}
+	name, rest, _ := strings.Cut(s[1:], "/")
+	u, err := user.Lookup(name)
+	if err != nil {
+		return "", fmt.Errorf("unknown user %s in %s", name, s)
+	}
+	return filepath.Join(u.HomeDir, rest), nil
+}
+
+// parseSSHTime parses ssh's time format: a plain number of seconds, or a
+// sequence of number+unit with units s, m, h, d, w (any case).
+func parseSSHTime(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, errors.New("empty time")
+	}
+	var total int64
+	const max = int64(1<<31 - 1)
+	for s != "" {
+		i := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == 0 {
+			return 0, fmt.Errorf("bad time %q", s)
+		}
+		n, err := strconv.ParseInt(s[:i], 10, 64)
+		if err != nil || n > max {
+			return 0, fmt.Errorf("time %q out of range", s)
+		}
+		mult := int64(1)
+		if i < len(s) {
+			switch s[i] {
+			case 's', 'S':
+			case 'm', 'M':
+				mult = 60
+			case 'h', 'H':
+				mult = 3600
+			case 'd', 'D':
+				mult = 86400
+			case 'w', 'W':
+				mult = 604800
+			default:
+				return 0, fmt.Errorf("bad time unit in %q", s)
+			}
+			i++
+		}
+		if n > (max-total)/mult {
+			return 0, errors.New("time out of range")
+		}
+		total += n * mult
+		s = s[i:]
+	}
+	return time.Duration(total) * time.Second, nil
+}
+
+// algorithmList applies an OpenSSH algorithm list value to defaults:
+// "+a,b" appends, "-a,b*" removes (patterns allowed), "^a,b" puts first,
+// anything else replaces.
+func algorithmList(v string, defaults []string) ([]string, error) {
+	if v == "" {
+		return nil, errors.New("empty list")
+	}
+	mode := v[0]
+	if mode == '+' || mode == '-' || mode == '^' {
+		v = v[1:]
+	}
+	var items []string
+	for _, it := range strings.Split(v, ",") {
+		if it = strings.TrimSpace(it); it == "" {
+			return nil, errors.New("empty algorithm name")
+		}
+		items = append(items, it)
+	}
+	contains := func(list []string, s string) bool {
+		for _, x := range list {
+			if x == s {
+				return true
+			}
+		}
+		return false
+	}
+	var out []string
+	switch mode {
+	case '+':
+		out = append(out, defaults...)
+		for _, it := range items {
+			if !contains(out, it) {
+				out = append(out, it)
+			}
+		}
+	case '-':
+		for _, d := range defaults {
+			if !matchPatternList(d, strings.Join(items, ","), false) {
+				out = append(out, d)
+			}
+		}
+	case '^':
+		out = append(out, items...)
+		for _, d := range defaults {
+			if !contains(out, d) {
+				out = append(out, d)
+			}
+		}
+	default:
+		out = items
+	}
+	return out, nil
+}
+
+// supportedOnly keeps the algorithms golang.org/x/crypto/ssh implements.
+func supportedOnly(list []string, kind string) []string {
+	sup, insec := ssh.SupportedAlgorithms(), ssh.InsecureAlgorithms()
+	var have []string
+	switch kind {
+	case "kex":
+		have = append(append(sup.KeyExchanges, insec.KeyExchanges...), "curve25519-sha256@libssh.org")
+	case "cipher":
+		have = append(sup.Ciphers, insec.Ciphers...)
+	case "mac":
+		have = append(sup.MACs, insec.MACs...)
+	}
+	var out []string
+	for _, a := range list {
+		for _, h := range have {
+			if a == h {
+				out = append(out, a)
+				break
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,242 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// every message type, for round trips.
+var samples = []struct {
+	kind Kind
+	v    any
+}{
+	{KindHello, &Hello{Version: Version, Role: "master", MinWarm: 2, MaxJobsPerWorker: 10, Init: "init", PingSeconds: 5, Host: "web1"}},
+	{KindCall, &Call{Func: "f", Data: cbor.RawMessage{0x63, 'a', 'b', 'c'}, Chdir: "/srv", Desc: "d", TimeoutMillis: 1500}},
+	{KindCallback, &CallbackRequest{Seq: 7, Name: "progress", Data: cbor.RawMessage{0x01}}},
+	{KindCallbackReply, &CallbackReply{Seq: 7, Err: &Error{Kind: ErrKindFunc, Message: "no"}}},
+	{KindLog, &LogRecord{TimeUnixNano: 1, Level: 4, Message: "m", Attrs: []string{"k", "v"}}},
+	{KindResult, &Result{Data: cbor.RawMessage{0xf6}, WorkerPID: 42, WorkerJobs: 3}},
+	{KindResult, &Result{Err: &Error{Kind: ErrKindPanic, Message: "boom", Stack: "goroutine 1", ExitCode: 2, Signal: "killed"}}},
+	{KindCancel, &Cancel{Reason: "timeout"}},
+	{KindPing, &Ping{N: 99}},
+	{KindBye, &Bye{Reason: "done"}},
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	for i, s := range samples {
+		if err := w.WriteValue(s.kind, uint32(i), s.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(&buf, Limits{})
+	for i, s := range samples {
+		f, err := r.ReadMessage()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if f.Kind != s.kind || f.Job != uint32(i) {
+			t.Fatalf("message %d: kind %s job %d", i, f.Kind, f.Job)
+		}
+		v, err := Decode(f.Kind, f.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(v, s.v) {
+			t.Errorf("message %d: got %+v, want %+v", i, v, s.v)
+		}
+	}
+	if _, err := r.ReadMessage(); err != io.EOF {
+		t.Fatalf("after last message: %v, want io.EOF", err)
+	}
+}
+
+// Big messages are split, and other jobs' frames pass between the chunks.
+func TestChunkedMessagesInterleave(t *testing.T) {
+	pr, pw := io.Pipe()
+	w := NewWriter(pw)
+	big := bytes.Repeat([]byte("x"), 5*ChunkSize+17)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.WriteMessage(KindResult, 1, big) }()
+	go func() {
+		defer wg.Done()
+		for range 50 {
+			w.WriteFrame(Frame{Kind: KindStdout, Job: 2, Payload: []byte("line\n")})
+		}
+	}()
+	go func() { wg.Wait(); pw.Close() }()
+	r := NewReader(pr, Limits{})
+	var gotBig []byte
+	lines := 0
+	for {
+		f, err := r.ReadMessage()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch f.Job {
+		case 1:
+			gotBig = f.Payload
+		case 2:
+			lines++
+		}
+	}
+	if !bytes.Equal(gotBig, big) || lines != 50 {
+		t.Fatalf("big %d bytes (want %d), lines %d", len(gotBig), len(big), lines)
+	}
+}
+
+func header(n uint32, k byte, job uint32) []byte {
+	var h [HeaderLen]byte
+	binary.BigEndian.PutUint32(h[0:4], n)
+	h[4] = k
+	binary.BigEndian.PutUint32(h[5:9], job)
+	return h[:]
+}
+
+func TestHostileFrames(t *testing.T) {
+	deep := bytes.Repeat([]byte{0x81}, 10000) // array of array of … 10,000 deep
+	deep = append(deep, 0x00)
+	manyKeys := []byte{0xba, 0x00, 0x0f, 0x42, 0x40} // map claiming 1,000,000 pairs
+	tests := []struct {
+		name  string
+		input []byte
+		want  error  // errors.Is target, or nil to only require a *ProtocolError
+		text  string // substring of the error
+	}{
+		{"4 GiB frame", header(0xffffffff, byte(KindResult), 1), ErrFrameTooLarge, "4294967295 bytes"},
+		{"unknown kind", append(header(0, 99, 1)), ErrUnknownKind, "99"},
+		{"truncated header", header(5, byte(KindCall), 1)[:4], io.ErrUnexpectedEOF, "header"},
+		{"truncated payload", append(header(5, byte(KindCall), 1), 1, 2), io.ErrUnexpectedEOF, "payload"},
+		{"more bit on output", append(header(1, byte(KindStdout)|moreBit, 1), 'x'), nil, "more bit"},
+		{"message over the cap", chunks(KindResult, 3, 300<<10), ErrMessageTooLarge, "exceeds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewReader(bytes.NewReader(tt.input), Limits{MaxMessage: 512 << 10})
+			_, err := r.ReadMessage()
+			var pe *ProtocolError
+			if !errors.As(err, &pe) {
+				t.Fatalf("err = %v, want *ProtocolError", err)
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("err = %v, want %v", err, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.text) {
+				t.Errorf("err = %q, want it to mention %q", err, tt.text)
+			}
+		})
+	}
+	for name, body := range map[string][]byte{"nested 10,000 deep": deep, "a million keys": manyKeys} {
+		t.Run(name, func(t *testing.T) {
+			var v any
+			if err := Unmarshal(body, &v); err == nil {
+				t.Fatal("decoded without error")
+			}
+			if _, err := Decode(KindCall, body); err == nil {
+				t.Fatal("Decode without error")
+			}
+		})
+	}
+}
+
+// chunks builds n More frames of size bytes each followed by a last one.
+func chunks(k Kind, n, size int) []byte {
+	var out []byte
+	for i := 0; i <= n; i++ {
+		kb := byte(k)
+		if i < n {
+			kb |= moreBit
+		}
+		out = append(out, header(uint32(size), kb, 1)...)
+		out = append(out, make([]byte, size)...)
+	}
+	return out
+}
+
+func TestAbortDropsPartial(t *testing.T) {
+	var in []byte
+	in = append(in, header(3, byte(KindResult)|moreBit, 4)...)
+	in = append(in, 1, 2, 3)
+	in = append(in, header(0, byte(KindAbort), 4)...)
+	res, _ := Marshal(&Result{WorkerPID: 1})
+	in = AppendFrame(in, Frame{Kind: KindResult, Job: 4, Payload: res})
+	r := NewReader(bytes.NewReader(in), Limits{})
+	f, err := r.ReadMessage()
+	if err != nil || !bytes.Equal(f.Payload, res) {
+		t.Fatalf("after abort: %v, payload %x want %x", err, f.Payload, res)
+	}
+}
+
+func TestWriterFlushesEveryWrite(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	w.WriteFrame(Frame{Kind: KindPing, Payload: []byte{1}})
+	if buf.Len() != HeaderLen+1 {
+		t.Fatalf("after one frame the stream holds %d bytes, want %d (not flushed)", buf.Len(), HeaderLen+1)
+	}
+}
+
+func FuzzReadMessage(f *testing.F) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	for i, s := range samples {
+		w.WriteValue(s.kind, uint32(i), s.v)
+	}
+	f.Add(buf.Bytes())
+	f.Add(header(0xffffffff, byte(KindResult), 1))
+	f.Add(chunks(KindCall, 2, 10))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data), Limits{MaxMessage: 1 << 20})
+		for range 100 {
+			f, err := r.ReadMessage()
+			if err != nil {
+				return
+			}
+			if len(f.Payload) > 1<<20 {
+				t.Fatalf("message of %d bytes passed a 1 MiB cap", len(f.Payload))
+			}
+			if f.Kind.Raw() {
+				continue
+			}
+			v, err := Decode(f.Kind, f.Payload)
+			if err != nil {
+				continue
+			}
+			// Whatever decodes re-encodes and decodes to the same value.
+			b, err := Marshal(v)
+			if err != nil {
+				t.Fatalf("re-encode %T: %v", v, err)
+			}
+			v2, err := Decode(f.Kind, b)
+			if err != nil || !reflect.DeepEqual(v, v2) {
+				t.Fatalf("round trip of %T: %v\n%+v\n%+v", v, err, v, v2)
+			}
+		}
+	})
+}
+
+func BenchmarkWriteReadCall(b *testing.B) {
+	call, _ := Marshal(&Call{Func: "noop", Data: cbor.RawMessage{0xa0}})
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	r := NewReader(&buf, Limits{})
+	b.ReportAllocs()
+	for b.Loop() {
+		w.WriteMessage(KindCall, 1, call)
+		f, _ := r.ReadMessage()
+		Decode(f.Kind, f.Payload)
+	}
+}

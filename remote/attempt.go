@@ -1,0 +1,251 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/toworker/toworker/internal/wire"
+)
+
+// maxLine bounds a line held back waiting for its newline; longer lines are
+// delivered in pieces of this size.
+const maxLine = 64 << 10
+
+// event is something the connection's reader hands to an attempt. Events of
+// one attempt are handled in order by the attempt's own goroutine, so a slow
+// output handler holds back only its own job (until the bounded queue fills,
+// which then slows the connection: back-pressure instead of unbounded
+// memory).
+type event struct {
+	kind   wire.Kind
+	data   []byte
+	log    *wire.LogRecord
+	result *wire.Result
+	fail   error
+}
+
+// attempt is one try of a Run on one host connection.
+type attempt struct {
+	run  *Run
+	host string
+	pool *Pool
+	id   uint32    // set by hostConn.start
+	conn *hostConn // set by hostConn.start
+
+	events chan event    // from the reader; bounded
+	quit   chan struct{} // closed when the attempt stops listening
+
+	lines [2][]byte // partial stdout, stderr lines; owned by the attempt goroutine
+}
+
+func newAttempt(p *Pool, r *Run, host string) *attempt {
+	return &attempt{run: r, host: host, pool: p, events: make(chan event, 256), quit: make(chan struct{})}
+}
+
+// push hands an event to the attempt, waiting while its queue is full.
+func (a *attempt) push(ev event) {
+	select {
+	case a.events <- ev:
+	case <-a.quit:
+	}
+}
+
+func (a *attempt) output(k wire.Kind, b []byte) { a.push(event{kind: k, data: b}) }
+func (a *attempt) log(rec *wire.LogRecord)      { a.push(event{kind: wire.KindLog, log: rec}) }
+func (a *attempt) result(res *wire.Result)      { a.push(event{kind: wire.KindResult, result: res}) }
+func (a *attempt) fail(err error)               { a.push(event{fail: err}) }
+
+// callback runs a callback handler in its own goroutine and sends its reply.
+func (a *attempt) callback(req *wire.CallbackRequest) {
+	c := a.conn
+	go func() {
+		rep := a.runCallback(req)
+		c.w.WriteValue(wire.KindCallbackReply, a.id, rep)
+	}()
+}
+
+func (a *attempt) runCallback(req *wire.CallbackRequest) (rep *wire.CallbackReply) {
+	rep = &wire.CallbackReply{Seq: req.Seq}
+	job := &a.run.job
+	cb := job.Callbacks[req.Name]
+	if cb == nil {
+		rep.Err = &wire.Error{Kind: "unknown-callback", Message: fmt.Sprintf("the master has no callback %q for this job", req.Name)}
+		return rep
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			rep.Data = nil
+			rep.Err = &wire.Error{Kind: wire.ErrKindPanic, Message: fmt.Sprintf("callback handler panicked: %v", p)}
+		}
+	}()
+	out, err := cb(a.run.ctx, CallbackRequest{Name: req.Name, Host: a.host, Desc: job.Desc, LocalData: job.LocalData, data: req.Data})
+	if err != nil {
+		rep.Err = &wire.Error{Kind: wire.ErrKindFunc, Message: err.Error()}
+		return rep
+	}
+	if out != nil {
+		b, err := wire.Marshal(out)
+		if err != nil {
+			rep.Err = &wire.Error{Kind: wire.ErrKindDecode, Message: fmt.Sprintf("encode reply: %v", err)}
+			return rep
+		}
+		rep.Data = b
+	}
+	return rep
+}
+
+// outcome is how an attempt ended: exactly one of res and failure is set,
+// or err for a job-level error (timeout, cancellation) that is not retried.
+type outcome struct {
+	res     Result
+	err     error // the job's error (function error, timeout, cancel); not retried
+	failure error // transport failure; may be retried
+}
+
+// exec sends the call on c and handles the attempt's events until it ends.
+func (a *attempt) exec(c *hostConn, timeout time.Duration) outcome {
+	r := a.run
+	ctx := r.ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	call := &wire.Call{Func: r.job.Func, Data: r.data, Chdir: r.job.Chdir, Desc: r.job.Desc}
+	if timeout > 0 {
+		call.TimeoutMillis = timeout.Milliseconds()
+	}
+	if err := c.start(a, call); err != nil {
+		close(a.quit)
+		return outcome{failure: &FailureError{Host: a.host, Desc: r.job.Desc, Op: "run", Err: err}}
+	}
+	for {
+		select {
+		case ev := <-a.events:
+			if o, done := a.handle(ev, start); done {
+				close(a.quit)
+				return o
+			}
+		case <-ctx.Done():
+			close(a.quit)
+			c.cancel(a.id)
+			a.flushLines()
+			return outcome{err: a.stopError(ctx, r.ctx)}
+		case <-a.pool.ctx.Done():
+			close(a.quit)
+			c.cancel(a.id)
+			a.flushLines()
+			return outcome{err: fmt.Errorf("%w: job %q on %s killed", ErrClosed, r.job.Desc, a.host)}
+		}
+	}
+}
+
+// stopError is the error for an attempt whose context ended.
+func (a *attempt) stopError(ctx, parent context.Context) error {
+	job := &a.run.job
+	if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &RemoteError{Host: a.host, Desc: job.Desc, Func: job.Func, Kind: KindTimeout,
+			Message: "job ran past its timeout; its worker and every process it started were killed", cause: ErrTimeout}
+	}
+	return &RemoteError{Host: a.host, Desc: job.Desc, Func: job.Func, Kind: KindCanceled,
+		Message: "job cancelled; its worker and every process it started were killed", cause: context.Cause(parent)}
+}
+
+// handle processes one event; done reports the attempt's end.
+func (a *attempt) handle(ev event, start time.Time) (outcome, bool) {
+	job := &a.run.job
+	switch {
+	case ev.fail != nil:
+		a.flushLines()
+		return outcome{failure: ev.fail}, true
+	case ev.kind == wire.KindStdout || ev.kind == wire.KindStderr:
+		a.lines2(ev.kind, ev.data)
+	case ev.kind == wire.KindLog:
+		a.pool.logRecord(a.host, job, ev.log)
+	case ev.kind == wire.KindResult:
+		a.flushLines()
+		res := Result{Host: a.host, Desc: job.Desc, Func: job.Func, Duration: time.Since(start),
+			WorkerPID: ev.result.WorkerPID, WorkerJobs: ev.result.WorkerJobs, data: ev.result.Data}
+		if ev.result.Err != nil {
+			res.Err = remoteError(a.host, job, ev.result.Err)
+			return outcome{res: res, err: res.Err}, true
+		}
+		return outcome{res: res}, true
+	}
+	return outcome{}, false
+}
+
+// lines2 splits output into lines and delivers the complete ones.
+func (a *attempt) lines2(k wire.Kind, b []byte) {
+	i := 0
+	if k == wire.KindStderr {
+		i = 1
+	}
+	buf := append(a.lines[i], b...)
+	for {
+		nl := bytes.IndexByte(buf, '\n')
+		if nl < 0 {
+			break
+		}
+		a.deliver(i, buf[:nl])
+		buf = buf[nl+1:]
+	}
+	for len(buf) >= maxLine {
+		a.deliver(i, buf[:maxLine])
+		buf = buf[maxLine:]
+	}
+	a.lines[i] = append(a.lines[i][:0], buf...)
+}
+
+// flushLines delivers a last line that had no newline.
+func (a *attempt) flushLines() {
+	for i := range a.lines {
+		if len(a.lines[i]) > 0 {
+			a.deliver(i, a.lines[i])
+			a.lines[i] = a.lines[i][:0]
+		}
+	}
+}
+
+func (a *attempt) deliver(stream int, line []byte) {
+	line = bytes.TrimSuffix(line, []byte{'\r'})
+	job := &a.run.job
+	h := job.OnOutput
+	if stream == 1 {
+		h = job.OnError
+	}
+	if h != nil {
+		h(string(line))
+		return
+	}
+	prefix := job.Prefix
+	if prefix == "" {
+		prefix = a.host + ": "
+	}
+	a.pool.printLine(stream, prefix, line)
+}
+
+// logRecord passes a job's slog record to the pool's logger.
+func (p *Pool) logRecord(host string, job *Job, rec *wire.LogRecord) {
+	lg := p.cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	attrs := []slog.Attr{slog.String("host", host), slog.String("func", job.Func)}
+	if job.Desc != "" {
+		attrs = append(attrs, slog.String("job", job.Desc))
+	}
+	for i := 0; i+1 < len(rec.Attrs); i += 2 {
+		attrs = append(attrs, slog.String(rec.Attrs[i], rec.Attrs[i+1]))
+	}
+	r := slog.NewRecord(time.Unix(0, rec.TimeUnixNano), slog.Level(rec.Level), rec.Message, 0)
+	r.AddAttrs(attrs...)
+	if lg.Handler().Enabled(context.Background(), r.Level) {
+		lg.Handler().Handle(context.Background(), r)
+	}
+}

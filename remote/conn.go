@@ -1,0 +1,461 @@
+package remote
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/toworker/toworker/internal/sshdial"
+	"github.com/toworker/toworker/internal/wire"
+)
+
+// hostConn is one SSH connection to a host with the agent's boss running on
+// it. Jobs share it; frames of many jobs interleave on it.
+type hostConn struct {
+	host   string
+	client *sshdial.Client
+	sess   *ssh.Session
+	stdin  io.WriteCloser
+	w      *wire.Writer
+	r      *wire.Reader
+	agent  wire.Hello // the boss's hello; static after start
+	stderr *tailBuffer
+
+	mu      sync.Mutex // guards the fields below
+	pending map[uint32]*attempt
+	nextID  uint32
+	err     error // sticky: why the connection ended
+	closing bool
+
+	done     chan struct{} // closed when the reader has stopped and cleaned up
+	lastPong time.Time     // guarded by mu
+	wg       sync.WaitGroup
+}
+
+// connectOptions are what a pool passes to open a host connection.
+type connectOptions struct {
+	ssh      sshdial.Options
+	agents   *agentSet
+	hello    wire.Hello
+	maxMsg   int
+	pingIntv time.Duration
+	uploaded func(bytes int) // called when an agent is uploaded (for stats and tests)
+}
+
+// dialHost connects to host, puts the agent in place and starts it.
+func dialHost(ctx context.Context, host string, o connectOptions) (*hostConn, error) {
+	t, err := sshdial.Resolve(host, o.ssh)
+	if err != nil {
+		return nil, &FailureError{Host: host, Op: "connect", Err: err}
+	}
+	client, err := sshdial.Dial(ctx, t, o.ssh)
+	if err != nil {
+		return nil, &FailureError{Host: host, Op: "connect", Err: err}
+	}
+	c, err := startAgent(ctx, host, client, o)
+	if err != nil {
+		client.Close()
+		return nil, &FailureError{Host: host, Op: "bootstrap", Err: err}
+	}
+	return c, nil
+}
+
+// startAgent runs the bootstrap on a connected client and completes the
+// handshake with the boss.
+func startAgent(ctx context.Context, host string, client *sshdial.Client, o connectOptions) (*hostConn, error) {
+	cmd, err := o.agents.command()
+	if err != nil {
+		return nil, err
+	}
+	sess, err := client.NewSession()
+	if err != nil {
+		return nil, fmt.Errorf("open session: %w", err)
+	}
+	c := &hostConn{
+		host:    host,
+		client:  client,
+		sess:    sess,
+		stderr:  &tailBuffer{max: 8 << 10},
+		pending: make(map[uint32]*attempt),
+		done:    make(chan struct{}),
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			sess.Close()
+		}
+	}()
+	if c.stdin, err = sess.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := sess.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	sess.Stderr = c.stderr
+	// Bound the whole bootstrap by ctx: closing the session unblocks reads.
+	stopWatch := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stopWatch()
+
+	if err := sess.Start(cmd); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	helloFrame, err := wire.Marshal(&o.hello)
+	if err != nil {
+		return nil, err
+	}
+	block := wire.AppendFrame(nil, wire.Frame{Kind: wire.KindHello, Payload: helloFrame})
+	preamble := fmt.Sprintf("%s %d %d\n", wire.MasterPreamble, wire.Version, len(block))
+	if _, err := io.WriteString(c.stdin, preamble+string(block)); err != nil {
+		return nil, c.bootErr(ctx, "send preamble", err)
+	}
+	br := bufio.NewReaderSize(stdout, 64<<10)
+	if err := c.awaitAgent(ctx, br, o, preamble, block); err != nil {
+		return nil, err
+	}
+	c.r = wire.NewReader(br, wire.Limits{MaxMessage: o.maxMsg})
+	f, err := c.r.ReadMessage()
+	if err != nil {
+		return nil, c.bootErr(ctx, "read agent hello", err)
+	}
+	v, err := wire.Decode(f.Kind, f.Payload)
+	h, isHello := v.(*wire.Hello)
+	if err != nil || !isHello {
+		return nil, fmt.Errorf("agent's first frame is %s, not hello (%v)", f.Kind, err)
+	}
+	c.agent = *h
+	c.w = wire.NewWriter(c.stdin)
+	c.lastPong = time.Now()
+	ok = true
+	c.wg.Add(1)
+	go c.readLoop()
+	if o.pingIntv > 0 {
+		c.wg.Add(1)
+		go c.keepalive(o.pingIntv)
+	}
+	return c, nil
+}
+
+// awaitAgent reads the text the bootstrap prints until the agent's marker,
+// uploading the agent when the script asks for it. Lines that are not the
+// protocol's (a login shell's chatter) are skipped, up to a bound.
+func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOptions, preamble string, block []byte) error {
+	const maxJunk = 256 << 10
+	junk := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			junk += len(line)
+			if junk > maxJunk {
+				return fmt.Errorf("bootstrap: more than %d bytes of unexpected output before the agent started", maxJunk)
+			}
+			continue
+		}
+		if err != nil {
+			return c.bootErr(ctx, "wait for agent", err)
+		}
+		s := strings.TrimRight(string(line), "\r\n")
+		switch {
+		case strings.HasSuffix(s, wire.AgentMarker):
+			return nil
+		case strings.Contains(s, wire.AgentMarkerPrefix):
+			return fmt.Errorf("the agent on the host speaks %q, this master %q: the cached agent is of another version", s, wire.AgentMarker)
+		case strings.HasPrefix(s, wire.FailPrefix):
+			return fmt.Errorf("bootstrap: %s%s", strings.TrimPrefix(s, wire.FailPrefix), c.stderrNote())
+		case strings.HasPrefix(s, wire.NeedPrefix):
+			uname := strings.TrimPrefix(s, wire.NeedPrefix)
+			bin, err := o.agents.forUname(uname)
+			if err != nil {
+				io.WriteString(c.stdin, "none none\n")
+				return err
+			}
+			msg := fmt.Sprintf("%d %s\n", len(bin.gz), bin.hash)
+			if _, err := io.WriteString(c.stdin, msg); err != nil {
+				return c.bootErr(ctx, "upload agent", err)
+			}
+			if _, err := c.stdin.Write(bin.gz); err != nil {
+				return c.bootErr(ctx, "upload agent", err)
+			}
+			// The freshly started agent reads the preamble and frames anew.
+			if _, err := io.WriteString(c.stdin, preamble+string(block)); err != nil {
+				return c.bootErr(ctx, "upload agent", err)
+			}
+			if o.uploaded != nil {
+				o.uploaded(len(bin.gz))
+			}
+		default:
+			junk += len(line)
+			if junk > maxJunk {
+				return fmt.Errorf("bootstrap: more than %d bytes of unexpected output before the agent started", maxJunk)
+			}
+		}
+	}
+}
+
+// bootErr describes a bootstrap step that failed, with what the host wrote
+// on stderr.
+func (c *hostConn) bootErr(ctx context.Context, step string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", step, ctx.Err())
+	}
+	if errors.Is(err, io.EOF) {
+		err = errors.New("the session ended before the agent started")
+		if ws, ok := c.waitStatus(); ok {
+			err = fmt.Errorf("the bootstrap exited with status %d", ws)
+		}
+	}
+	return fmt.Errorf("%s: %w%s", step, err, c.stderrNote())
+}
+
+func (c *hostConn) waitStatus() (int, bool) {
+	done := make(chan error, 1)
+	go func() { done <- c.sess.Wait() }()
+	select {
+	case err := <-done:
+		var ee *ssh.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitStatus(), true
+		}
+		return 0, err == nil
+	case <-time.After(time.Second):
+		return 0, false
+	}
+}
+
+func (c *hostConn) stderrNote() string {
+	if s := strings.TrimSpace(c.stderr.String()); s != "" {
+		return " (host stderr: " + s + ")"
+	}
+	return ""
+}
+
+// readLoop is the only reader of the connection. When it ends, every pending
+// attempt fails with the connection's error.
+func (c *hostConn) readLoop() {
+	defer c.wg.Done()
+	var err error
+	for {
+		var f wire.Frame
+		f, err = c.r.ReadMessage()
+		if err != nil {
+			break
+		}
+		if err = c.dispatch(f); err != nil {
+			break
+		}
+	}
+	c.mu.Lock()
+	if c.closing {
+		err = errConnClosed
+	} else if err == io.EOF {
+		err = fmt.Errorf("connection lost: the agent's stream ended%s", c.stderrNote())
+	} else {
+		err = fmt.Errorf("connection lost: %w", err)
+	}
+	if c.err == nil {
+		c.err = err
+	}
+	pend := c.pending
+	c.pending = map[uint32]*attempt{}
+	c.mu.Unlock()
+	c.sess.Close()
+	c.client.Close()
+	for _, a := range pend {
+		a.fail(&FailureError{Host: c.host, Desc: a.run.job.Desc, Op: "run", Err: err})
+	}
+	close(c.done)
+}
+
+var errConnClosed = errors.New("connection closed by the master")
+
+// dispatch hands one message to its attempt.
+func (c *hostConn) dispatch(f wire.Frame) error {
+	if f.Job == 0 {
+		switch f.Kind {
+		case wire.KindPong:
+			c.mu.Lock()
+			c.lastPong = time.Now()
+			c.mu.Unlock()
+		case wire.KindPing:
+			return c.w.WriteFrame(wire.Frame{Kind: wire.KindPong, Payload: f.Payload})
+		case wire.KindBye:
+			var bye wire.Bye
+			wire.Unmarshal(f.Payload, &bye)
+			return fmt.Errorf("the agent said bye: %s", bye.Reason)
+		}
+		return nil
+	}
+	c.mu.Lock()
+	a := c.pending[f.Job]
+	if f.Kind == wire.KindResult {
+		delete(c.pending, f.Job)
+	}
+	c.mu.Unlock()
+	if a == nil {
+		return nil // a job the master gave up on (timed out); drop its frames
+	}
+	switch f.Kind {
+	case wire.KindStdout, wire.KindStderr:
+		a.output(f.Kind, f.Payload)
+	case wire.KindCallback:
+		v, err := wire.Decode(f.Kind, f.Payload)
+		if err != nil {
+			return err
+		}
+		a.callback(v.(*wire.CallbackRequest))
+	case wire.KindLog:
+		v, err := wire.Decode(f.Kind, f.Payload)
+		if err != nil {
+			return err
+		}
+		a.log(v.(*wire.LogRecord))
+	case wire.KindResult:
+		v, err := wire.Decode(f.Kind, f.Payload)
+		if err != nil {
+			return err
+		}
+		a.result(v.(*wire.Result))
+	default:
+		return fmt.Errorf("unexpected %s frame from the agent", f.Kind)
+	}
+	return nil
+}
+
+// start registers an attempt and sends its call.
+func (c *hostConn) start(a *attempt, call *wire.Call) error {
+	data, err := wire.Marshal(call)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	c.nextID++
+	if c.nextID == 0 {
+		c.nextID = 1
+	}
+	a.id = c.nextID
+	a.conn = c
+	c.pending[a.id] = a
+	c.mu.Unlock()
+	if err := c.w.WriteMessage(wire.KindCall, a.id, data); err != nil {
+		c.mu.Lock()
+		delete(c.pending, a.id)
+		c.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// cancel asks the boss to kill job id's worker and process group. The
+// attempt stays registered so the boss's result is absorbed.
+func (c *hostConn) cancel(id uint32) {
+	b, _ := wire.Marshal(&wire.Cancel{})
+	c.w.WriteMessage(wire.KindCancel, id, b)
+}
+
+// alive reports whether the connection still works.
+func (c *hostConn) alive() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err == nil
+}
+
+// Err returns why the connection ended, or nil.
+func (c *hostConn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// keepalive pings the boss; both sides treat three silent intervals as a
+// dead connection (a half-open TCP connection gives no other sign).
+func (c *hostConn) keepalive(every time.Duration) {
+	defer c.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var n uint64
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		silent := time.Since(c.lastPong)
+		c.mu.Unlock()
+		if silent > 3*every {
+			c.abort(fmt.Errorf("no answer to keepalives for %v", silent.Round(time.Millisecond)))
+			return
+		}
+		n++
+		b, _ := wire.Marshal(&wire.Ping{N: n})
+		c.w.WriteFrame(wire.Frame{Kind: wire.KindPing, Payload: b})
+	}
+}
+
+// abort ends the connection with err.
+func (c *hostConn) abort(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+	c.client.Close()
+}
+
+// close says bye to the boss (which kills its workers and exits) and waits
+// for the reader. It is idempotent.
+func (c *hostConn) close() {
+	c.mu.Lock()
+	already := c.closing
+	c.closing = true
+	c.mu.Unlock()
+	if !already {
+		if c.w != nil {
+			b, _ := wire.Marshal(&wire.Bye{Reason: "master closing"})
+			c.w.WriteMessage(wire.KindBye, 0, b)
+		}
+		c.stdin.Close()
+		select {
+		case <-c.done:
+		case <-time.After(2 * time.Second):
+		}
+		c.client.Close()
+	}
+	c.wg.Wait()
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(bytes.ToValidUTF8(t.b, nil))
+}

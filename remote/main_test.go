@@ -1,0 +1,160 @@
+package remote_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/toworker/toworker/agent"
+	"github.com/toworker/toworker/callback"
+	"github.com/toworker/toworker/internal/sshdtest"
+)
+
+// The test binary is also the agent: toworker ships it to the test hosts.
+var lab *sshdtest.Lab
+
+func TestMain(m *testing.M) {
+	agent.ServeIfAgent()
+	if os.Getenv("TOWORKER_TEST_MASTER") != "" {
+		masterHelper()
+		return
+	}
+	var err error
+	lab, err = sshdtest.StartLab(sshdtest.LabOptions{Hosts: 4})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start sshd lab:", err)
+		os.Exit(1)
+	}
+	os.Setenv("HOME", lab.HomeDir)
+	os.Unsetenv("SSH_AUTH_SOCK")
+	code := m.Run()
+	lab.Close()
+	os.Exit(code)
+}
+
+type CountIn struct {
+	Words []string
+	Sub   bool // also print from a subprocess
+}
+
+type CountOut struct {
+	N    int
+	Cwd  string
+	Acks []string
+}
+
+type Progress struct{ Done, Of int }
+
+var Count = agent.Register("test.count", func(ctx context.Context, in CountIn) (CountOut, error) {
+	out := CountOut{N: len(in.Words)}
+	out.Cwd, _ = os.Getwd()
+	for i, w := range in.Words {
+		fmt.Printf("word %d: %s\n", i, w)
+	}
+	fmt.Fprintln(os.Stderr, "counted", len(in.Words))
+	if in.Sub {
+		cmd := exec.Command("/bin/sh", "-c", "echo from-sub-out; echo from-sub-err >&2")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return out, err
+		}
+	}
+	for i := range 2 {
+		var ack string
+		if err := callback.Call(ctx, "progress", Progress{Done: i + 1, Of: 2}, &ack); err != nil {
+			return out, err
+		}
+		out.Acks = append(out.Acks, ack)
+	}
+	return out, nil
+})
+
+var Fail = agent.Register("test.fail", func(ctx context.Context, msg string) (int, error) {
+	return 0, errors.New(msg)
+})
+
+var Panic = agent.Register("test.panic", func(ctx context.Context, _ struct{}) (int, error) {
+	var m map[string]int
+	m["boom"]++ // a real runtime panic: assignment to entry in nil map
+	return 0, nil
+})
+
+var Exit = agent.Register("test.exit", func(ctx context.Context, code int) (int, error) {
+	fmt.Println("about to exit")
+	os.Exit(code)
+	return 0, nil
+})
+
+var Echo = agent.Register("test.echo", func(ctx context.Context, b []byte) ([]byte, error) { return b, nil })
+
+var Noop = agent.Register("test.noop", func(ctx context.Context, _ struct{}) (struct{}, error) { return struct{}{}, nil })
+
+// SleepOut reports the processes a sleeping job started.
+var Sleep = agent.Register("test.sleep", func(ctx context.Context, seconds int) (int, error) {
+	cmd := exec.Command("sleep", strconv.Itoa(seconds))
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	fmt.Printf("pids %d %d\n", os.Getpid(), cmd.Process.Pid)
+	cmd.Wait()
+	return seconds, nil
+})
+
+// Stray prints from every place a job can, then returns a value that must
+// arrive intact: output never shares the frame stream.
+var Stray = agent.Register("test.stray", func(ctx context.Context, _ struct{}) (string, error) {
+	fmt.Println("fmt.Println")
+	os.Stdout.WriteString("os.Stdout\n")
+	syscall.Write(1, []byte("raw fd 1\n"))
+	syscall.Write(2, []byte("raw fd 2\n"))
+	println("builtin println")
+	done := make(chan struct{})
+	go func() { fmt.Println("from a goroutine"); close(done) }()
+	<-done
+	cmd := exec.Command("/bin/sh", "-c", "echo sub stdout; echo sub stderr >&2; echo sub fd1 >/dev/fd/1")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Run()
+	cmd = exec.Command("/bin/sh", "-c", "echo inherited")
+	// No Stdout set: /dev/null, as os/exec documents.
+	cmd.Run()
+	return "intact", nil
+})
+
+// masterHelper is a master process for the "master killed" test: it starts
+// a sleeping job and waits to be killed.
+func masterHelper() {
+	host := os.Getenv("TOWORKER_TEST_MASTER")
+	run := DoSleep(host)
+	run.Wait()
+	os.Exit(0)
+}
+
+func waitGone(t *testing.T, what string, pid int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if !processAlive(pid) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("%s (pid %d) still running after %v", what, pid, within)
+}
+
+// processAlive reports whether pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}

@@ -1,0 +1,742 @@
+package remote
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/toworker/toworker/internal/sshdial"
+	"github.com/toworker/toworker/internal/wire"
+)
+
+// SSHOptions are ssh's command-line overrides (-F, -l, -p, -i, -J, -o). The
+// zero value reads ~/.ssh/config, /etc/ssh/ssh_config, known_hosts and the
+// ssh-agent like ssh does.
+type SSHOptions struct {
+	ConfigFile    string   // -F: read only this file
+	User          string   // -l
+	Port          int      // -p
+	IdentityFiles []string // -i
+	JumpHosts     string   // -J
+	Options       []string // -o Key=Value
+	// Warn receives warnings (for example StrictHostKeyChecking=no);
+	// nil means os.Stderr.
+	Warn io.Writer
+}
+
+func (o SSHOptions) dialOptions() sshdial.Options {
+	return sshdial.Options{ConfigFile: o.ConfigFile, User: o.User, Port: o.Port,
+		IdentityFiles: o.IdentityFiles, JumpHosts: o.JumpHosts, Options: o.Options, Warn: o.Warn}
+}
+
+// PoolConfig configures a Pool. The zero value of every field works.
+type PoolConfig struct {
+	// Hosts the pool runs jobs on. A job whose Host is not listed adds it.
+	Hosts []string
+	// MaxPerHost is how many jobs run at once on a host, each in its own
+	// worker process. Zero means 4.
+	MaxPerHost int
+	// MinWarm is how many idle workers each host keeps started before any
+	// job, so the first jobs do not wait for a process to start. Zero
+	// means 1; negative means none.
+	MinWarm int
+	// Timeout is each job's time limit; a job past it is killed with its
+	// processes. Zero means 30 s; negative means no limit.
+	Timeout time.Duration
+	// MaxJobsPerWorker recycles a worker after that many jobs. Zero means
+	// never.
+	MaxJobsPerWorker int
+	// Retries is how many more times a job that failed in transport is
+	// tried, on another host when there is one.
+	Retries int
+	// Init names a registered function run once in each new worker
+	// before its first job (with no input). If it fails, the jobs given to
+	// that worker fail with KindInit.
+	Init string
+	// ConnectTimeout bounds connecting to a host and starting its agent.
+	// Zero means 30 s.
+	ConnectTimeout time.Duration
+	// Fanout bounds connections being set up at once. Zero means 64.
+	Fanout int
+	// KeepAlive is the interval of the master's pings to each agent; three
+	// unanswered intervals end the connection (on both sides). Zero means
+	// 5 s; negative means none.
+	KeepAlive time.Duration
+	// MaxMessage caps one message (a job's result, a callback's input)
+	// the master accepts from a host. Zero means 256 MiB.
+	MaxMessage int
+	// SSH overrides the ssh configuration.
+	SSH SSHOptions
+	// Agent chooses the agent binary.
+	Agent AgentOptions
+	// Logger receives the jobs' log records (callback.Logger). Nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// Stdout and Stderr receive the prefixed output lines of jobs that
+	// have no OnOutput/OnError. Nil means os.Stdout and os.Stderr.
+	Stdout, Stderr io.Writer
+}
+
+func (c *PoolConfig) setDefaults() {
+	if c.MaxPerHost <= 0 {
+		c.MaxPerHost = 4
+	}
+	if c.MinWarm == 0 {
+		c.MinWarm = 1
+	}
+	if c.MinWarm < 0 {
+		c.MinWarm = 0
+	}
+	if c.MinWarm > c.MaxPerHost {
+		c.MinWarm = c.MaxPerHost
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 30 * time.Second
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 30 * time.Second
+	}
+	if c.Fanout <= 0 {
+		c.Fanout = 64
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 5 * time.Second
+	}
+	if c.Stdout == nil {
+		c.Stdout = os.Stdout
+	}
+	if c.Stderr == nil {
+		c.Stderr = os.Stderr
+	}
+}
+
+// Pool runs jobs on a set of hosts: one SSH connection and one agent per
+// host, up to MaxPerHost jobs at once on each, a FIFO queue for the rest.
+// Its methods are safe for concurrent use.
+type Pool struct {
+	cfg      PoolConfig // static after NewPool (defaults filled in)
+	dynamic  bool       // the default pool: no completion list
+	ctx      context.Context
+	kill     context.CancelFunc
+	connOpts connectOptions
+	connSem  chan struct{}
+	outMu    sync.Mutex // serialises printLine
+
+	mu        sync.Mutex // guards the fields below
+	hosts     map[string]*hostState
+	order     []*hostState
+	queue     []*Run
+	completed list.List // *Run finished and not yet taken (not for the default pool)
+	pending   int       // submitted runs whose outcome has not been taken
+	running   int
+	closed    bool
+	changed   chan struct{} // closed and replaced when a run completes
+	total     counters
+
+	wg sync.WaitGroup // execute goroutines, connectors, the janitor
+}
+
+// NewPool starts a pool and begins connecting to its hosts in the
+// background. Connection errors do not fail NewPool: they are reported
+// through the jobs that needed the host and through Stats.
+func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
+	return newPool(ctx, cfg, false)
+}
+
+func newPool(ctx context.Context, cfg PoolConfig, dynamic bool) (*Pool, error) {
+	cfg.setDefaults()
+	agents, err := agentsFor(cfg.Agent)
+	if err != nil {
+		return nil, err
+	}
+	pctx, kill := context.WithCancel(context.WithoutCancel(ctx))
+	p := &Pool{
+		cfg: cfg, dynamic: dynamic, ctx: pctx, kill: kill,
+		connSem: make(chan struct{}, cfg.Fanout),
+		hosts:   make(map[string]*hostState),
+		changed: make(chan struct{}),
+	}
+	ping := cfg.KeepAlive
+	if ping < 0 {
+		ping = 0
+	}
+	p.connOpts = connectOptions{
+		ssh:    cfg.SSH.dialOptions(),
+		agents: agents,
+		hello: wire.Hello{Version: wire.Version, Role: "master", MinWarm: cfg.MinWarm,
+			MaxJobsPerWorker: cfg.MaxJobsPerWorker, Init: cfg.Init, PingSeconds: int((ping + time.Second - 1) / time.Second)},
+		maxMsg:   cfg.MaxMessage,
+		pingIntv: ping,
+	}
+	p.mu.Lock()
+	for _, h := range cfg.Hosts {
+		if h == "" {
+			p.mu.Unlock()
+			kill()
+			return nil, errors.New("remote: NewPool: empty host name in Hosts")
+		}
+		p.addHostLocked(h)
+	}
+	p.mu.Unlock()
+	if !dynamic {
+		for _, h := range p.order {
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.conn(h)
+			}()
+		}
+	}
+	p.wg.Add(1)
+	go p.janitor()
+	return p, nil
+}
+
+// hostState is the pool's view of one host.
+type hostState struct {
+	name string
+
+	// guarded by Pool.mu:
+	conn        *hostConn
+	connecting  chan struct{} // closed when the dial under way ends
+	connErr     error         // the last dial's error
+	busy        int
+	down        bool
+	retryAt     time.Time
+	backoff     time.Duration
+	connectedAt time.Time
+	lastErr     error
+	st          counters
+	busySince   time.Time     // when busy last changed
+	busyTime    time.Duration // ∫ busy dt
+	idleTime    time.Duration // time with no job running while connected
+}
+
+func (p *Pool) addHostLocked(name string) *hostState {
+	if h, ok := p.hosts[name]; ok {
+		return h
+	}
+	h := &hostState{name: name, busySince: time.Now()}
+	p.hosts[name] = h
+	p.order = append(p.order, h)
+	return h
+}
+
+// Submit queues job and returns its Run. It does not block: the queue is
+// bounded only by memory the caller chooses to spend (each queued Run holds
+// its encoded input). A job that cannot be submitted (closed pool, input
+// that does not encode) gets a Run that is already done with the error.
+func (p *Pool) Submit(ctx context.Context, job Job) *Run {
+	r := &Run{job: job, ctx: ctx, pool: p, done: make(chan struct{})}
+	if ctx == nil {
+		r.ctx = context.Background()
+	}
+	var err error
+	switch {
+	case job.Func == "":
+		err = errNoFunc
+	case job.Data != nil:
+		if r.data, err = wire.Marshal(job.Data); err != nil {
+			err = fmt.Errorf("remote: encode data for %s: %w", job.Func, err)
+		}
+	}
+	p.mu.Lock()
+	p.pending++
+	if err == nil && p.closed {
+		err = ErrClosed
+	}
+	if err == nil && job.Host == "" && len(p.order) == 0 {
+		err = errors.New("remote: job has no Host and the pool has no hosts")
+	}
+	if err != nil {
+		p.mu.Unlock()
+		p.complete(r, Result{Func: job.Func, Desc: job.Desc}, err)
+		return r
+	}
+	if job.Host != "" {
+		h := p.addHostLocked(job.Host)
+		h.st.submitted++
+	}
+	p.total.submitted++
+	r.queuedAt = time.Now()
+	p.queue = append(p.queue, r)
+	p.dispatchLocked()
+	p.mu.Unlock()
+	// A cancelled context takes the run out of the queue at once.
+	context.AfterFunc(r.ctx, func() { p.dequeue(r, context.Cause(r.ctx)) })
+	return r
+}
+
+// dequeue fails a run still waiting in the queue.
+func (p *Pool) dequeue(r *Run, err error) {
+	p.mu.Lock()
+	for i, q := range p.queue {
+		if q == r {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			p.mu.Unlock()
+			p.complete(r, Result{Func: r.job.Func, Desc: r.job.Desc, Host: r.job.Host, Attempts: r.attempts},
+				&RemoteError{Host: r.job.Host, Desc: r.job.Desc, Func: r.job.Func, Kind: KindCanceled,
+					Message: "cancelled while queued", cause: err})
+			return
+		}
+	}
+	p.mu.Unlock()
+}
+
+// dispatchLocked starts queued runs on hosts with a free slot, in queue
+// order. p.mu is held.
+func (p *Pool) dispatchLocked() {
+	if len(p.queue) == 0 || p.ctx.Err() != nil {
+		return
+	}
+	now := time.Now()
+	free := 0
+	for _, h := range p.order {
+		if p.usable(h, now) {
+			free += p.cfg.MaxPerHost - h.busy
+		}
+	}
+	kept := p.queue[:0]
+	for i, r := range p.queue {
+		if free <= 0 {
+			kept = append(kept, p.queue[i:]...)
+			break
+		}
+		h := p.pickLocked(r, now)
+		if h == nil {
+			kept = append(kept, r)
+			continue
+		}
+		free--
+		p.setBusyLocked(h, h.busy+1, now)
+		h.st.running++
+		p.total.running++
+		r.attempts++
+		p.running++
+		p.wg.Add(1)
+		go p.execute(r, h)
+	}
+	clear(p.queue[len(kept):])
+	p.queue = kept
+}
+
+func (p *Pool) usable(h *hostState, now time.Time) bool {
+	return !h.down || !now.Before(h.retryAt)
+}
+
+// pickLocked chooses the host for r: its own Host if set, otherwise the
+// least busy usable host with a free slot, avoiding hosts r already failed
+// on while there are others.
+func (p *Pool) pickLocked(r *Run, now time.Time) *hostState {
+	if r.job.Host != "" {
+		h := p.hosts[r.job.Host]
+		if h != nil && p.usable(h, now) && h.busy < p.cfg.MaxPerHost {
+			return h
+		}
+		return nil
+	}
+	avoid := len(r.excluded) > 0 && len(r.excluded) < len(p.order)
+	var best *hostState
+	for _, h := range p.order {
+		if !p.usable(h, now) || h.busy >= p.cfg.MaxPerHost || (avoid && r.excluded[h.name]) {
+			continue
+		}
+		if best == nil || h.busy < best.busy {
+			best = h
+		}
+	}
+	return best
+}
+
+func (p *Pool) setBusyLocked(h *hostState, n int, now time.Time) {
+	dt := now.Sub(h.busySince)
+	h.busyTime += time.Duration(h.busy) * dt
+	if h.busy == 0 && h.conn != nil {
+		h.idleTime += dt
+	}
+	h.busy = n
+	h.busySince = now
+}
+
+// execute runs one attempt of r on h and records its outcome.
+func (p *Pool) execute(r *Run, h *hostState) {
+	defer p.wg.Done()
+	timeout := p.cfg.Timeout
+	if r.job.Timeout != 0 {
+		timeout = r.job.Timeout
+	}
+	var o outcome
+	c, err := p.conn(h)
+	if err != nil {
+		o.failure = err
+	} else {
+		o = newAttempt(p, r, h.name).exec(c, timeout)
+	}
+	p.attemptDone(r, h, c, o)
+}
+
+// conn returns h's live connection, dialling it if needed; concurrent
+// callers share one dial.
+func (p *Pool) conn(h *hostState) (*hostConn, error) {
+	p.mu.Lock()
+	for {
+		if h.conn != nil && h.conn.alive() {
+			c := h.conn
+			p.mu.Unlock()
+			return c, nil
+		}
+		if h.connecting == nil {
+			break
+		}
+		ch := h.connecting
+		p.mu.Unlock()
+		<-ch
+		p.mu.Lock()
+		if h.connErr != nil && (h.conn == nil || !h.conn.alive()) {
+			err := h.connErr
+			p.mu.Unlock()
+			return nil, err
+		}
+	}
+	if old := h.conn; old != nil {
+		h.conn = nil
+		go old.close()
+	}
+	ch := make(chan struct{})
+	h.connecting = ch
+	p.mu.Unlock()
+
+	var c *hostConn
+	var err error
+	select {
+	case p.connSem <- struct{}{}:
+		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ConnectTimeout)
+		opts := p.connOpts
+		opts.hello.Host = h.name
+		opts.uploaded = func(n int) {
+			p.mu.Lock()
+			h.st.uploads++
+			p.total.uploads++
+			p.mu.Unlock()
+		}
+		c, err = dialHost(ctx, h.name, opts)
+		cancel()
+		<-p.connSem
+	case <-p.ctx.Done():
+		err = &FailureError{Host: h.name, Op: "connect", Err: ErrClosed}
+	}
+
+	p.mu.Lock()
+	h.connecting = nil
+	h.connErr = err
+	now := time.Now()
+	if err != nil {
+		h.lastErr = err
+		p.markDownLocked(h, now)
+	} else if p.ctx.Err() != nil {
+		p.mu.Unlock()
+		close(ch)
+		c.close()
+		return nil, &FailureError{Host: h.name, Op: "connect", Err: ErrClosed}
+	} else {
+		h.conn = c
+		h.down = false
+		h.backoff = 0
+		h.connectedAt = now
+		h.busySince = now
+	}
+	p.dispatchLocked()
+	p.mu.Unlock()
+	close(ch)
+	return c, err
+}
+
+// markDownLocked takes h out of rotation until its back-off passes.
+func (p *Pool) markDownLocked(h *hostState, now time.Time) {
+	if h.backoff == 0 {
+		h.backoff = 500 * time.Millisecond
+	} else if h.backoff < 30*time.Second {
+		h.backoff *= 2
+	}
+	h.down = true
+	h.retryAt = now.Add(h.backoff)
+}
+
+// attemptDone records an attempt's outcome: the run completes, or goes back
+// to the queue for another attempt after a transport failure.
+func (p *Pool) attemptDone(r *Run, h *hostState, c *hostConn, o outcome) {
+	now := time.Now()
+	p.mu.Lock()
+	p.setBusyLocked(h, h.busy-1, now)
+	h.st.running--
+	p.total.running--
+	p.running--
+	if o.failure != nil {
+		h.lastErr = o.failure
+		if c != nil && !c.alive() && h.conn == c {
+			p.markDownLocked(h, now)
+		}
+		retry := !r.job.NoRetry && r.attempts <= p.cfg.Retries && !p.closed && p.ctx.Err() == nil && r.ctx.Err() == nil
+		p.mu.Unlock()
+		if r.job.OnFailure != nil {
+			r.job.OnFailure(o.failure)
+		}
+		if retry {
+			p.mu.Lock()
+			if r.excluded == nil {
+				r.excluded = make(map[string]bool)
+			}
+			r.excluded[h.name] = true
+			h.st.retried++
+			p.total.retried++
+			p.queue = append([]*Run{r}, p.queue...)
+			p.dispatchLocked()
+			p.mu.Unlock()
+			return
+		}
+		p.complete(r, Result{Host: h.name, Func: r.job.Func, Desc: r.job.Desc, Attempts: r.attempts}, o.failure)
+		p.mu.Lock()
+		h.st.failed++
+		p.total.failed++
+		p.dispatchLocked()
+		p.mu.Unlock()
+		return
+	}
+	if o.err != nil && o.res.Err == nil {
+		h.st.failed++
+		p.total.failed++
+	} else {
+		h.st.done++
+		p.total.done++
+	}
+	p.dispatchLocked()
+	p.mu.Unlock()
+	o.res.Attempts = r.attempts
+	if o.res.Host == "" {
+		o.res.Host, o.res.Func, o.res.Desc = h.name, r.job.Func, r.job.Desc
+	}
+	p.complete(r, o.res, o.err)
+}
+
+// complete sets a run's outcome, calls its handlers, and wakes Wait and
+// Next.
+func (p *Pool) complete(r *Run, res Result, err error) {
+	if err == nil || res.Err != nil {
+		if r.job.WhenDone != nil && (err == nil || res.Err != nil) && res.Err == err {
+			r.job.WhenDone(res)
+		}
+	}
+	if r.job.AllDone != nil {
+		r.job.AllDone()
+	}
+	p.mu.Lock()
+	r.res, r.err = res, err
+	if !p.dynamic && !r.taken {
+		r.inDone = true
+		p.completed.PushBack(r)
+	} else if p.dynamic {
+		p.pending--
+		r.taken = true
+	}
+	close(r.done)
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// take marks r's outcome as taken by its caller.
+func (p *Pool) take(r *Run) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r.taken {
+		return
+	}
+	r.taken = true
+	p.pending--
+	if r.inDone {
+		for e := p.completed.Front(); e != nil; e = e.Next() {
+			if e.Value.(*Run) == r {
+				p.completed.Remove(e)
+				break
+			}
+		}
+		r.inDone = false
+	}
+}
+
+// Next returns the next finished run, in completion order, waiting for one
+// if none has finished yet. Its Wait returns at once. It returns
+// ErrNoPending when every submitted run has been taken, or ctx's error.
+func (p *Pool) Next(ctx context.Context) (*Run, error) {
+	for {
+		p.mu.Lock()
+		if r := p.popCompletedLocked(); r != nil {
+			p.mu.Unlock()
+			return r, nil
+		}
+		if p.pending == 0 {
+			p.mu.Unlock()
+			return nil, ErrNoPending
+		}
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// TryNext returns the next finished run if there is one, without waiting.
+func (p *Pool) TryNext() (*Run, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.popCompletedLocked()
+	return r, r != nil
+}
+
+func (p *Pool) popCompletedLocked() *Run {
+	e := p.completed.Front()
+	if e == nil {
+		return nil
+	}
+	r := p.completed.Remove(e).(*Run)
+	r.inDone = false
+	r.taken = true
+	p.pending--
+	return r
+}
+
+// Pending returns the number of submitted runs whose outcome has not yet
+// been taken by Next, TryNext or Wait.
+func (p *Pool) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pending
+}
+
+// janitor wakes the queue when a host's back-off has passed and fails jobs
+// pinned to a host that stayed unreachable for their whole timeout.
+func (p *Pool) janitor() {
+	defer p.wg.Done()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		var expired []*Run
+		p.mu.Lock()
+		kept := p.queue[:0]
+		for _, r := range p.queue {
+			h := p.hosts[r.job.Host]
+			timeout := p.cfg.Timeout
+			if r.job.Timeout != 0 {
+				timeout = r.job.Timeout
+			}
+			if h != nil && h.down && timeout > 0 && now.Sub(r.queuedAt) > timeout {
+				expired = append(expired, r)
+				continue
+			}
+			kept = append(kept, r)
+		}
+		clear(p.queue[len(kept):])
+		p.queue = kept
+		p.dispatchLocked()
+		p.mu.Unlock()
+		for _, r := range expired {
+			p.mu.Lock()
+			last := p.hosts[r.job.Host].lastErr
+			p.total.failed++
+			p.mu.Unlock()
+			p.complete(r, Result{Host: r.job.Host, Func: r.job.Func, Desc: r.job.Desc, Attempts: r.attempts},
+				&FailureError{Host: r.job.Host, Desc: r.job.Desc, Op: "connect", Err: fmt.Errorf("%w for the job's whole timeout; last error: %v", ErrHostDown, last)})
+		}
+	}
+}
+
+// Close stops taking jobs, lets queued and running jobs finish, then stops
+// every agent (each kills its workers and exits) and returns. After Close no
+// goroutine of the pool is left.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	for {
+		p.mu.Lock()
+		idle := len(p.queue) == 0 && p.running == 0
+		ch := p.changed
+		p.mu.Unlock()
+		if idle || p.ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ch:
+		case <-p.ctx.Done():
+		}
+	}
+	p.shutdown()
+	return nil
+}
+
+// Kill stops at once: running jobs are cancelled (their remote processes
+// killed), queued jobs fail with ErrClosed, and every agent stops.
+func (p *Pool) Kill() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.kill()
+	p.shutdown()
+}
+
+// shutdown fails what is queued, closes every connection and waits for the
+// pool's goroutines.
+func (p *Pool) shutdown() {
+	p.kill()
+	p.mu.Lock()
+	queued := p.queue
+	p.queue = nil
+	p.mu.Unlock()
+	for _, r := range queued {
+		p.complete(r, Result{Host: r.job.Host, Func: r.job.Func, Desc: r.job.Desc}, ErrClosed)
+	}
+	p.wg.Wait() // attempts see p.ctx and return; connectors finish
+	p.mu.Lock()
+	var conns []*hostConn
+	for _, h := range p.order {
+		if h.conn != nil {
+			conns = append(conns, h.conn)
+			h.conn = nil
+		}
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.close() }()
+	}
+	wg.Wait()
+}
+
+// printLine writes one prefixed output line in a single write.
+func (p *Pool) printLine(stream int, prefix string, line []byte) {
+	w := p.cfg.Stdout
+	if stream == 1 {
+		w = p.cfg.Stderr
+	}
+	buf := make([]byte, 0, len(prefix)+len(line)+1)
+	buf = append(append(append(buf, prefix...), line...), '\n')
+	p.outMu.Lock()
+	w.Write(buf)
+	p.outMu.Unlock()
+}
