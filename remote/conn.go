@@ -118,7 +118,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 		return nil, c.bootErr(ctx, "send preamble", err)
 	}
 	br := bufio.NewReaderSize(stdout, 64<<10)
-	if err := c.awaitAgent(ctx, br, o, preamble, block); err != nil {
+	if err := c.awaitAgent(ctx, br, o, block); err != nil {
 		return nil, err
 	}
 	c.r = wire.NewReader(br, wire.Limits{MaxMessage: o.maxMsg})
@@ -147,7 +147,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 // awaitAgent reads the text the bootstrap prints until the agent's marker,
 // uploading the agent when the script asks for it. Lines that are not the
 // protocol's (a login shell's chatter) are skipped, up to a bound.
-func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOptions, preamble string, block []byte) error {
+func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOptions, block []byte) error {
 	const maxJunk = 256 << 10
 	junk := 0
 	for {
@@ -184,8 +184,9 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 			if _, err := c.stdin.Write(bin.gz); err != nil {
 				return c.bootErr(ctx, "upload agent", err)
 			}
-			// The freshly started agent reads the preamble and frames anew.
-			if _, err := io.WriteString(c.stdin, preamble+string(block)); err != nil {
+			// The script discarded the first frames; the freshly started
+			// agent reads them anew.
+			if _, err := c.stdin.Write(block); err != nil {
 				return c.bootErr(ctx, "upload agent", err)
 			}
 			if o.uploaded != nil {

@@ -117,7 +117,7 @@ func TestHostileFrames(t *testing.T) {
 		text  string // substring of the error
 	}{
 		{"4 GiB frame", header(0xffffffff, byte(KindResult), 1), ErrFrameTooLarge, "4294967295 bytes"},
-		{"unknown kind", append(header(0, 99, 1)), ErrUnknownKind, "99"},
+		{"unknown kind", header(0, 99, 1), ErrUnknownKind, "99"},
 		{"truncated header", header(5, byte(KindCall), 1)[:4], io.ErrUnexpectedEOF, "header"},
 		{"truncated payload", append(header(5, byte(KindCall), 1), 1, 2), io.ErrUnexpectedEOF, "payload"},
 		{"more bit on output", append(header(1, byte(KindStdout)|moreBit, 1), 'x'), nil, "more bit"},
