@@ -580,19 +580,3 @@ func (b *boss) shutdown() {
 		syscall.Kill(-w.pid, syscall.SIGKILL)
 	}
 }
-
-// readLine reads one line of at most max bytes, without the newline.
-func readLine(r *bufio.Reader, max int) (string, error) {
-	var sb strings.Builder
-	for sb.Len() < max {
-		c, err := r.ReadByte()
-		if err != nil {
-			return sb.String(), err
-		}
-		if c == '\n' {
-			return sb.String(), nil
-		}
-		sb.WriteByte(c)
-	}
-	return sb.String(), errors.New("line too long")
-}

@@ -23,7 +23,6 @@ import (
 	"sort"
 	"sync"
 
-
 	"github.com/toworker/toworker/internal/wire"
 )
 
@@ -177,4 +176,3 @@ func errorKind(err error) string {
 	}
 	return wire.ErrKindFunc
 }
-

@@ -82,7 +82,10 @@ var Fail = agent.Register("test.fail", func(ctx context.Context, msg string) (in
 
 var Panic = agent.Register("test.panic", func(ctx context.Context, _ struct{}) (int, error) {
 	var m map[string]int
-	m["boom"]++ // a real runtime panic: assignment to entry in nil map
+	if ctx != nil {
+		m = nil
+	}
+	m["boom"]++ //lint:ignore SA5000 a real runtime panic on purpose
 	return 0, nil
 })
 
@@ -158,3 +161,42 @@ func processAlive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
+
+var Square = agent.Register("test.square", func(ctx context.Context, n int) (int, error) { return n * n, nil })
+
+// Nap sleeps for the given milliseconds, honouring ctx.
+var Nap = agent.Register("test.nap", func(ctx context.Context, ms int) (int, error) {
+	select {
+	case <-time.After(time.Duration(ms) * time.Millisecond):
+	case <-ctx.Done():
+	}
+	return ms, nil
+})
+
+// initRuns counts runs of InitWorker in this (worker) process.
+var initRuns int
+
+var InitWorker = agent.Register("test.init", func(ctx context.Context, _ struct{}) (struct{}, error) {
+	initRuns++
+	return struct{}{}, nil
+})
+
+var InitFail = agent.Register("test.initfail", func(ctx context.Context, _ struct{}) (struct{}, error) {
+	return struct{}{}, errors.New("database unreachable")
+})
+
+var InitCount = agent.Register("test.initcount", func(ctx context.Context, _ struct{}) (int, error) { return initRuns, nil })
+
+var Logs = agent.Register("test.logs", func(ctx context.Context, n int) (int, error) {
+	lg := callback.Logger(ctx).With("worker", "w")
+	for i := range n {
+		lg.Info("step", "i", i)
+	}
+	return n, nil
+})
+
+var CascadeSquare = agent.Register("test.cascade", func(ctx context.Context, n int) (int, error) {
+	var sq int
+	err := agent.Cascade(ctx, Square.Name(), n, &sq)
+	return sq + 1, err
+})

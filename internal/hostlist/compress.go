@@ -1,6 +1,7 @@
 package hostlist
 
 import (
+	"cmp"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,32 +31,54 @@ const (
 // result yields the same set of names. Names containing expression
 // syntax (',', '[', ']', whitespace) are not escaped.
 func Compress(hosts []string) string {
-	// Names fold together only if they have the same skeleton: the same
-	// text outside their digit runs.
+	// Names fold together only if they have the same shape: the same
+	// literal text around the same number of digit runs.
+	type shape struct {
+		lits []string   // literal text around the digit runs
+		nums [][]string // the digit runs of each name
+	}
 	seen := make(map[string]struct{}, len(hosts))
-	var out []string
-	shapes := make(map[string][]string)
+	shapes := make(map[string]*shape)
 	var order []string
+	var out []string
 	for _, h := range hosts {
 		if _, dup := seen[h]; dup || h == "" {
 			continue
 		}
 		seen[h] = struct{}{}
-		k, runs := skeleton(h)
-		if len(h) > maxFoldLen || runs > maxFoldRuns {
-			out = append(out, h) // absurd for a host name; don't spend time on it
+		if len(h) > maxFoldLen || strings.IndexByte(h, 0) >= 0 {
+			out = append(out, h) // not a host name; don't spend time on it
 			continue
 		}
-		if _, ok := shapes[k]; !ok {
-			order = append(order, k)
+		lits, nums := splitDigits(h)
+		if len(nums) == 0 || len(nums) > maxFoldRuns {
+			out = append(out, h)
+			continue
 		}
-		shapes[k] = append(shapes[k], h)
+		key := strings.Join(lits, "\x00")
+		sh := shapes[key]
+		if sh == nil {
+			sh = &shape{lits: lits}
+			shapes[key] = sh
+			order = append(order, key)
+		}
+		sh.nums = append(sh.nums, nums)
 	}
-	for _, k := range order {
-		names := shapes[k]
-		best := fold(names, false)
-		if _, runs := skeleton(names[0]); runs > 1 {
-			if alt := fold(names, true); shorter(alt, best) {
+	for _, key := range order {
+		sh := shapes[key]
+		// Runs that are the same in every name need no folding.
+		var vary []int
+		for k := range sh.lits[1:] {
+			for _, n := range sh.nums[1:] {
+				if n[k] != sh.nums[0][k] {
+					vary = append(vary, k)
+					break
+				}
+			}
+		}
+		best := fold(sh.lits, sh.nums, vary, true)
+		if len(vary) > 1 && len(best) > 1 {
+			if alt := fold(sh.lits, sh.nums, vary, false); shorter(alt, best) {
 				best = alt
 			}
 		}
@@ -65,22 +88,28 @@ func Compress(hosts []string) string {
 	return strings.Join(out, ",")
 }
 
-// skeleton returns s with every run of digits replaced by a NUL byte, and
-// the number of runs.
-func skeleton(s string) (string, int) {
-	var b strings.Builder
-	runs := 0
-	for i := 0; i < len(s); i++ {
+// splitDigits splits s around its maximal runs of at most maxDigits
+// digits: s is lits[0] + nums[0] + lits[1] + … + lits[len(nums)]. Longer
+// runs stay in the literal text.
+func splitDigits(s string) (lits, nums []string) {
+	lit := 0
+	for i := 0; i < len(s); {
 		if !isDigit(s[i]) {
-			b.WriteByte(s[i])
+			i++
 			continue
 		}
-		if i == 0 || !isDigit(s[i-1]) {
-			b.WriteByte(0)
-			runs++
+		j := i + 1
+		for j < len(s) && isDigit(s[j]) {
+			j++
 		}
+		if j-i <= maxDigits {
+			lits = append(lits, s[lit:i])
+			nums = append(nums, s[i:j])
+			lit = j
+		}
+		i = j
 	}
-	return b.String(), runs
+	return append(lits, s[lit:]), nums
 }
 
 // shorter reports whether folding a is better than folding b: fewer
@@ -99,94 +128,58 @@ func shorter(a, b []string) bool {
 	return la < lb
 }
 
-// fold folds distinct names one digit run at a time, from the first run
-// to the last (fromLeft) or from the last to the first. Each item keeps
-// the part of a name still to fold (rest) and the part already folded
-// and rendered (done, after rest or, when fromLeft, before it). Each
-// round folds the next digit run of rest among the items that agree on
-// everything else.
-func fold(names []string, fromLeft bool) []string {
-	type item struct{ done, rest string }
-	type key struct{ pre, post string }
-	items := make([]item, len(names))
-	for i, n := range names {
-		items[i] = item{rest: n}
+// fold folds distinct names of one shape, given as their digit runs, one
+// run at a time: the runs listed in vary, last first when fromRight. Each
+// round merges the names or groups that agree on every other run (by
+// now either a number or a folded range list) into one group.
+func fold(lits []string, nums [][]string, vary []int, fromRight bool) []string {
+	items := make([][]string, len(nums))
+	for i, n := range nums {
+		items[i] = slices.Clone(n)
 	}
-	var out []string
-	for len(items) > 0 {
-		groups := make(map[key][]string)
-		var keys []key
-		for _, it := range items {
-			var i, j int
-			if fromLeft {
-				i, j = firstDigitRun(it.rest)
-			} else {
-				i, j = lastDigitRun(it.rest)
-			}
-			if i < 0 || j-i > maxDigits {
-				if fromLeft {
-					out = append(out, it.done+it.rest)
-				} else {
-					out = append(out, it.rest+it.done)
+	var key strings.Builder
+	for r := range vary {
+		k := vary[r]
+		if fromRight {
+			k = vary[len(vary)-1-r]
+		}
+		index := make(map[string]int)
+		var next [][]string
+		var members [][]string
+		for _, cells := range items {
+			key.Reset()
+			for _, o := range vary {
+				if o != k {
+					key.WriteString(cells[o])
+					key.WriteByte('|')
 				}
-				continue
 			}
-			var k key
-			if fromLeft {
-				k = key{pre: it.done + it.rest[:i], post: it.rest[j:]}
-			} else {
-				k = key{pre: it.rest[:i], post: it.rest[j:] + it.done}
+			g, ok := index[key.String()]
+			if !ok {
+				g = len(next)
+				index[key.String()] = g
+				next = append(next, cells)
+				members = append(members, nil)
 			}
-			if _, ok := groups[k]; !ok {
-				keys = append(keys, k)
-			}
-			groups[k] = append(groups[k], it.rest[i:j])
+			members[g] = append(members[g], cells[k])
 		}
-		items = items[:0]
-		for _, k := range keys {
-			f := foldNumbers(groups[k])
-			if fromLeft {
-				items = append(items, item{done: k.pre + f, rest: k.post})
-			} else {
-				items = append(items, item{rest: k.pre, done: f + k.post})
-			}
+		for g, cells := range next {
+			cells[k] = foldNumbers(members[g])
 		}
+		items = next
+	}
+	out := make([]string, 0, len(items))
+	var b strings.Builder
+	for _, cells := range items {
+		b.Reset()
+		for k, c := range cells {
+			b.WriteString(lits[k])
+			b.WriteString(c)
+		}
+		b.WriteString(lits[len(cells)])
+		out = append(out, b.String())
 	}
 	return out
-}
-
-// firstDigitRun returns the bounds of the first run of ASCII digits in s,
-// or -1, -1.
-func firstDigitRun(s string) (int, int) {
-	i := 0
-	for i < len(s) && !isDigit(s[i]) {
-		i++
-	}
-	if i == len(s) {
-		return -1, -1
-	}
-	j := i + 1
-	for j < len(s) && isDigit(s[j]) {
-		j++
-	}
-	return i, j
-}
-
-// lastDigitRun returns the bounds of the last run of ASCII digits in s,
-// or -1, -1.
-func lastDigitRun(s string) (int, int) {
-	j := len(s)
-	for j > 0 && !isDigit(s[j-1]) {
-		j--
-	}
-	if j == 0 {
-		return -1, -1
-	}
-	i := j - 1
-	for i > 0 && isDigit(s[i-1]) {
-		i--
-	}
-	return i, j
 }
 
 // foldNumbers renders distinct digit strings (at most maxDigits long) as
@@ -206,13 +199,7 @@ func foldNumbers(strs []string) string {
 		nums = append(nums, num{v, s})
 	}
 	slices.SortFunc(nums, func(a, b num) int {
-		if a.v != b.v {
-			if a.v < b.v {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a.s, b.s)
+		return cmp.Or(cmp.Compare(a.v, b.v), strings.Compare(a.s, b.s))
 	})
 	nums = slices.CompactFunc(nums, func(a, b num) bool { return a.s == b.s })
 
@@ -257,13 +244,7 @@ func foldNumbers(strs []string) string {
 	}
 	// Unpadded runs first, then by padding width, each in numeric order.
 	slices.SortFunc(runs, func(a, b run) int {
-		if a.w != b.w {
-			return a.w - b.w
-		}
-		if a.lo < b.lo {
-			return -1
-		}
-		return 1
+		return cmp.Or(cmp.Compare(a.w, b.w), cmp.Compare(a.lo, b.lo))
 	})
 	var b strings.Builder
 	b.WriteByte('[')

@@ -30,6 +30,8 @@ type AuthError struct {
 	Err error
 }
 
+// Error says "user@host: Permission denied (publickey)" and which keys
+// were tried.
 func (e *AuthError) Error() string {
 	tried := "no keys were available"
 	if len(e.Tried) > 0 {
@@ -53,6 +55,7 @@ type KeyFileError struct {
 	Err error
 }
 
+// Error names the file and the problem.
 func (e *KeyFileError) Error() string {
 	if errors.Is(e.Err, ErrKeyEncrypted) {
 		return fmt.Sprintf("identity file %s is encrypted and no ssh-agent key or terminal is available to decrypt it", e.File)
@@ -149,7 +152,7 @@ type fileKey struct {
 	pub    ssh.PublicKey // nil if unknown (an encrypted PEM key without .pub)
 	signer ssh.Signer    // nil for an encrypted key
 	pm     *ssh.PassphraseMissingError
-	data   []byte
+	data   []byte // nil when only the public key is known
 }
 
 // buildAuth collects the keys to offer for t, like ssh: agent keys first
@@ -168,8 +171,19 @@ func buildAuth(t *Target, o *Options) (*authState, error) {
 	var files []*fileKey
 	for i, f := range t.IdentityFiles {
 		explicit := i < t.explicitIdentities
+		fk := &fileKey{file: f}
+		if b, err := os.ReadFile(f + ".pub"); err == nil {
+			if pub, _, _, _, err := ssh.ParseAuthorizedKey(b); err == nil {
+				fk.pub = pub
+			}
+		}
 		data, err := os.ReadFile(f)
 		if err != nil {
+			if fk.pub != nil && errors.Is(err, fs.ErrNotExist) {
+				// Only the .pub: usable to pick the agent's key, like ssh.
+				files = append(files, fk)
+				continue
+			}
 			if explicit {
 				return nil, &KeyFileError{File: f, Err: err}
 			}
@@ -178,12 +192,7 @@ func buildAuth(t *Target, o *Options) (*authState, error) {
 			}
 			continue
 		}
-		fk := &fileKey{file: f, data: data}
-		if b, err := os.ReadFile(f + ".pub"); err == nil {
-			if pub, _, _, _, err := ssh.ParseAuthorizedKey(b); err == nil {
-				fk.pub = pub
-			}
-		}
+		fk.data = data
 		signer, err := ssh.ParsePrivateKey(data)
 		var pm *ssh.PassphraseMissingError
 		switch {
@@ -195,10 +204,18 @@ func buildAuth(t *Target, o *Options) (*authState, error) {
 				fk.pub = pm.PublicKey
 			}
 		default:
+			if pub, _, _, _, perr := ssh.ParseAuthorizedKey(data); perr == nil {
+				// "IdentityFile key.pub": a public key naming an agent key.
+				fk.pub, fk.data = pub, nil
+				break
+			}
 			if explicit {
 				return nil, &KeyFileError{File: f, Err: err}
 			}
-			fmt.Fprintf(warn, "Load key %q: %v\n", f, err)
+			if !strings.Contains(err.Error(), "unhandled key type") {
+				// FIDO (sk-) and XMSS keys are silently left to the agent.
+				fmt.Fprintf(warn, "Load key %q: %v\n", f, err)
+			}
 			continue
 		}
 		files = append(files, fk)
@@ -284,6 +301,8 @@ func buildAuth(t *Target, o *Options) (*authState, error) {
 		switch {
 		case fk.signer != nil:
 			addWithCerts(fk.signer, fk.file)
+		case fk.data == nil:
+			// A public key only, not in the agent: nothing to sign with.
 		case fk.pub != nil:
 			addWithCerts(&lazySigner{fk: fk, tty: tty, warn: warn, auth: a}, fk.file)
 		case tty != nil:
@@ -343,6 +362,7 @@ type lazySigner struct {
 	err    error
 }
 
+// PublicKey returns the key's public half, known without decrypting.
 func (l *lazySigner) PublicKey() ssh.PublicKey { return l.fk.pub }
 
 func (l *lazySigner) load() (ssh.Signer, error) {
@@ -378,6 +398,7 @@ func (l *lazySigner) load() (ssh.Signer, error) {
 	return l.signer, l.err
 }
 
+// Sign decrypts the key (once) and signs.
 func (l *lazySigner) Sign(rand io.Reader, data []byte) (*ssh.Signature, error) {
 	s, err := l.load()
 	if err != nil {

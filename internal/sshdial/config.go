@@ -32,11 +32,11 @@ type block struct {
 	kind     blockKind
 	file     string
 	line     int
-	patterns []string         // Host patterns
-	libHost  bool             // decide Host matching with ssh_config's Host.Matches
+	patterns []string           // Host patterns
+	libHost  bool               // decide Host matching with ssh_config's Host.Matches
 	hostCfg  *ssh_config.Config // the Host line alone, decoded (libHost)
-	criteria []matchCriterion // Match criteria
-	parent   *block           // the block holding the Include that read this file
+	criteria []matchCriterion   // Match criteria
+	parent   *block             // the block holding the Include that read this file
 
 	evaluated, active bool
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -37,6 +38,7 @@ type DialError struct {
 	ctxErr error // the context's error when it ended the attempt
 }
 
+// Error reads like ssh's "ssh: connect to host ..." and names the host.
 func (e *DialError) Error() string {
 	msg := fmt.Sprintf("ssh: connect to host %s (%s): %v", e.Host, e.Addr, e.Err)
 	if e.ctxErr != nil && !errors.Is(e.Err, e.ctxErr) {
@@ -211,6 +213,12 @@ func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, 
 	case via != nil:
 		conn, err = via.DialContext(hctx, "tcp", addr)
 		if err != nil {
+			var oce *ssh.OpenChannelError
+			if errors.As(err, &oce) && oce.Reason == ssh.ConnectionFailed && strings.Contains(oce.Message, "refused") {
+				// Let errors.Is(err, syscall.ECONNREFUSED) work through a
+				// jump host too.
+				err = fmt.Errorf("%w (%w)", err, syscall.ECONNREFUSED)
+			}
 			return nil, dialErr(err)
 		}
 	case t.ProxyCommand != "":
@@ -269,7 +277,8 @@ func classify(err error, t *Target, hk *hostKeyChecker, auth *authState, dialErr
 	auth.mu.Lock()
 	started := auth.started
 	auth.mu.Unlock()
-	if started && strings.Contains(err.Error(), "unable to authenticate") {
+	if strings.Contains(err.Error(), "unable to authenticate") ||
+		started && strings.Contains(err.Error(), "Too many authentication failures") {
 		if len(auth.encrypted) > 0 {
 			pm := &ssh.PassphraseMissingError{}
 			return &KeyFileError{File: auth.encrypted[0], Err: errors.Join(&encryptedError{pm}, err)}
@@ -340,6 +349,8 @@ func startProxyCommand(command string, warn io.Writer) (net.Conn, error) {
 	}
 	cmd := exec.Command("/bin/sh", "-c", "exec "+command)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, warn
+	// A grandchild keeping stderr open must not make Close hang.
+	cmd.WaitDelay = 2 * time.Second
 	err = cmd.Start()
 	inR.Close()
 	outW.Close()
@@ -351,7 +362,10 @@ func startProxyCommand(command string, warn io.Writer) (net.Conn, error) {
 	return &cmdConn{cmd: cmd, r: outR, w: inW}, nil
 }
 
-func (c *cmdConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+// Read reads the command's stdout.
+func (c *cmdConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Write writes to the command's stdin.
 func (c *cmdConn) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 // Close closes the pipes and kills and reaps the command.
@@ -365,12 +379,16 @@ func (c *cmdConn) Close() error {
 	return nil
 }
 
+// pipeAddr is the address of both ends of a ProxyCommand connection.
 type pipeAddr struct{}
 
 func (pipeAddr) Network() string { return "pipe" }
 func (pipeAddr) String() string  { return "proxycommand" }
 
-func (c *cmdConn) LocalAddr() net.Addr  { return pipeAddr{} }
+// LocalAddr returns a placeholder address.
+func (c *cmdConn) LocalAddr() net.Addr { return pipeAddr{} }
+
+// RemoteAddr returns a placeholder address.
 func (c *cmdConn) RemoteAddr() net.Addr { return pipeAddr{} }
 
 // SetDeadline and friends set the deadline on the pipes.
@@ -380,5 +398,9 @@ func (c *cmdConn) SetDeadline(t time.Time) error {
 	}
 	return c.w.SetDeadline(t)
 }
-func (c *cmdConn) SetReadDeadline(t time.Time) error  { return c.r.SetReadDeadline(t) }
+
+// SetReadDeadline sets the read deadline of the stdout pipe.
+func (c *cmdConn) SetReadDeadline(t time.Time) error { return c.r.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline of the stdin pipe.
 func (c *cmdConn) SetWriteDeadline(t time.Time) error { return c.w.SetWriteDeadline(t) }

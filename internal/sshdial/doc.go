@@ -36,6 +36,9 @@
 //     id_ed25519, id_ed25519_sk, id_xmss, id_dsa, as in ssh 9.2),
 //     IdentitiesOnly, IdentityAgent (a path, SSH_AUTH_SOCK, $VAR or none),
 //     CertificateFile (and <identity>-cert.pub beside an identity file).
+//     An identity file may also be just a public key (or a missing private
+//     key with its .pub): it then selects the matching agent key, which is
+//     what IdentitiesOnly needs with keys kept only in an agent.
 //   - UserKnownHostsFile, GlobalKnownHostsFile, StrictHostKeyChecking (yes,
 //     accept-new, no/off, ask), HostKeyAlias, HashKnownHosts.
 //   - ProxyJump (comma-separated hops, ssh:// URIs, none) and ProxyCommand
@@ -79,6 +82,8 @@
 //     "Permission denied").
 //   - Options.User and Options.Port win over -o User/Port (ssh lets
 //     whichever comes first on the command line win).
+//   - Keepalive requests are sent every ServerAliveInterval whether or not
+//     other traffic flows (ssh sends them only on an idle connection).
 //   - ProxyJump hops are dialed in-process over the previous hop's
 //     connection; like ssh's "ssh -J", a hop gets the -F file but not the
 //     other command-line options.

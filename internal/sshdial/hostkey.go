@@ -46,6 +46,7 @@ type HostKeyError struct {
 	Err error
 }
 
+// Error reads like ssh's host key messages and names the host.
 func (e *HostKeyError) Error() string {
 	kt := keyTypeName(e.KeyType)
 	var revoked *knownhosts.RevokedError
@@ -116,6 +117,17 @@ func newHostKeyChecker(t *Target, o *Options) (*hostKeyChecker, error) {
 			files = append(files, f)
 		}
 	}
+	// ssh skips what it cannot parse; knownhosts.New fails on a file
+	// without any valid line. Leave such files out, with a warning.
+	good := files[:0]
+	for _, f := range files {
+		if _, err := knownhosts.New(f); err != nil {
+			fmt.Fprintf(hk.warn, "Warning: ignoring known hosts file %s: %v\n", f, err)
+			continue
+		}
+		good = append(good, f)
+	}
+	files = good
 	if len(files) > 0 {
 		cb, err := knownhosts.New(files...)
 		if err != nil {
@@ -133,8 +145,11 @@ func (hk *hostKeyChecker) knownName() string { return knownhosts.Normalize(hk.lo
 // name (ssh's CheckHostIP defaults to no).
 type lookupAddr string
 
+// Network returns "tcp".
 func (a lookupAddr) Network() string { return "tcp" }
-func (a lookupAddr) String() string  { return string(a) }
+
+// String returns the host:port to look up.
+func (a lookupAddr) String() string { return string(a) }
 
 // algorithms returns the host key algorithms to offer: those of keys
 // already known for the host first (so that a server with several host keys

@@ -292,7 +292,7 @@ func splitArgs(s string) ([]string, error) {
 			} else {
 				cur.WriteByte(c)
 			}
-		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f':
 			if inWord {
 				out = append(out, cur.String())
 				cur.Reset()

@@ -49,7 +49,6 @@ type Reader struct {
 	hdr    [HeaderLen]byte
 	parts  map[partKey][]byte // messages being assembled; owned by the reader
 	held   int                // bytes in parts
-	reused []byte             // payload buffer for ReadFrame when the caller allows reuse
 }
 
 type partKey struct {

@@ -1,0 +1,357 @@
+package remote_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/toworker/toworker/remote"
+)
+
+func labHosts() []string {
+	var hs []string
+	for _, s := range lab.Servers {
+		hs = append(hs, s.Name)
+	}
+	return hs
+}
+
+// drain takes every pending run with Next and returns the results by input.
+func drain(t *testing.T, p *remote.Pool) (map[int]int, map[string]int, []error) {
+	t.Helper()
+	got := map[int]int{}
+	byHost := map[string]int{}
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for p.Pending() > 0 {
+		run, err := p.Next(ctx)
+		if err != nil {
+			t.Fatalf("Next: %v (pending %d)", err, p.Pending())
+		}
+		res, err := run.Wait()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var sq int
+		if err := res.Decode(&sq); err != nil {
+			t.Fatal(err)
+		}
+		n := run.Job().Data.(int)
+		got[n]++
+		byHost[res.Host]++
+		if sq != n*n {
+			t.Errorf("square(%d) = %d", n, sq)
+		}
+	}
+	if _, err := p.Next(ctx); !errors.Is(err, remote.ErrNoPending) {
+		t.Errorf("Next with nothing pending: %v, want ErrNoPending", err)
+	}
+	return got, byHost, errs
+}
+
+func TestPoolThousandJobs(t *testing.T) {
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: labHosts(), MaxPerHost: 4})
+	const n = 1000
+	for i := range n {
+		p.Submit(context.Background(), remote.Job{Func: Square.Name(), Data: i})
+	}
+	got, byHost, errs := drain(t, p)
+	if len(errs) > 0 {
+		t.Fatalf("%d errors, first: %v", len(errs), errs[0])
+	}
+	for i := range n {
+		if got[i] != 1 {
+			t.Fatalf("job %d accounted %d times", i, got[i])
+		}
+	}
+	for _, h := range labHosts() {
+		if byHost[h] == 0 {
+			t.Errorf("host %s ran no job: %v", h, byHost)
+		}
+	}
+	st := p.Stats()
+	if st.Total.Submitted != n || st.Total.Done != n || st.Total.Failed != 0 || st.Total.Running != 0 || st.Total.Queued != 0 {
+		t.Errorf("stats = %+v", st.Total)
+	}
+	sum := 0
+	for h, hs := range st.Hosts {
+		sum += hs.Done
+		if hs.Done != byHost[h] {
+			t.Errorf("stats say %s did %d jobs, results say %d", h, hs.Done, byHost[h])
+		}
+		if hs.Connected <= 0 || hs.Utilisation <= 0 || hs.Utilisation > 1 {
+			t.Errorf("%s: connected %v utilisation %v", h, hs.Connected, hs.Utilisation)
+		}
+	}
+	t.Logf("1000 jobs by host: %v", byHost)
+}
+
+func TestPoolHostDiesJobsRetriedElsewhere(t *testing.T) {
+	victim := lab.Server("h2")
+	t.Cleanup(func() {
+		if !victim.Running() {
+			if err := victim.Restart(); err != nil {
+				t.Errorf("restart h2: %v", err)
+			}
+		}
+	})
+	var mu sync.Mutex
+	failures := map[int]int{}
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: labHosts(), MaxPerHost: 4, Retries: 3})
+	const n = 300
+	for i := range n {
+		p.Submit(context.Background(), remote.Job{Func: Square.Name(), Data: i, Desc: fmt.Sprint("job ", i),
+			OnFailure: func(err error) {
+				mu.Lock()
+				failures[i]++
+				mu.Unlock()
+				if !remote.IsFailure(err) {
+					t.Errorf("OnFailure got %v, not a *FailureError", err)
+				}
+			}})
+	}
+	// Let some finish, then kill a host's sshd under the running jobs.
+	for p.Stats().Hosts["h2"].Done < 10 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killedAt := p.Stats().Total.Done
+	for i := n; i < n+200; i++ { // more work after the loss
+		p.Submit(context.Background(), remote.Job{Func: Square.Name(), Data: i})
+	}
+	got, _, errs := drain(t, p)
+	if len(errs) > 0 {
+		t.Fatalf("%d jobs failed, first: %v", len(errs), errs[0])
+	}
+	for i := range n + 200 {
+		if got[i] != 1 {
+			t.Fatalf("job %d accounted %d times", i, got[i])
+		}
+	}
+	st := p.Stats()
+	t.Logf("killed h2 after %d done; retried %d; h2 stats %+v", killedAt, st.Total.Retried, st.Hosts["h2"])
+	if !st.Hosts["h2"].Down || st.Hosts["h2"].LastError == "" {
+		t.Errorf("h2 not marked down with its error: %+v", st.Hosts["h2"])
+	}
+	mu.Lock()
+	nf := len(failures)
+	mu.Unlock()
+	if st.Total.Retried != nf && st.Total.Retried < nf {
+		t.Errorf("retried %d, but OnFailure saw %d jobs", st.Total.Retried, nf)
+	}
+	// A job pinned to the dead host fails with a clear error after its
+	// timeout instead of hanging.
+	_, err := p.Submit(context.Background(), remote.Job{Host: "h2", Func: Noop.Name(), Timeout: 2 * time.Second}).Wait()
+	if !errors.Is(err, remote.ErrHostDown) || !strings.Contains(err.Error(), "h2") {
+		t.Errorf("pinned to dead host: %v, want ErrHostDown naming h2", err)
+	}
+	// The host comes back and is put back in rotation.
+	if err := victim.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := p.Submit(context.Background(), remote.Job{Host: "h2", Func: Noop.Name(), Timeout: 5 * time.Second}).Wait()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("h2 not back in rotation 30s after restart: %v", err)
+		}
+	}
+}
+
+func TestNoRetryWhenForbidden(t *testing.T) {
+	victim := lab.Server("h3")
+	t.Cleanup(func() {
+		if !victim.Running() {
+			victim.Restart()
+		}
+	})
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h3"}, Retries: 5})
+	pids := make(chan string, 1)
+	run := p.Submit(context.Background(), remote.Job{Host: "h3", Func: Sleep.Name(), Data: 300, NoRetry: true,
+		OnOutput: func(l string) { pids <- l }})
+	<-pids
+	victim.Kill()
+	res, err := run.Wait()
+	if !remote.IsFailure(err) || res.Attempts != 1 {
+		t.Fatalf("err=%v attempts=%d, want one failed attempt", err, res.Attempts)
+	}
+}
+
+func TestRecyclingAndInit(t *testing.T) {
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h1"}, MaxPerHost: 1, MinWarm: -1, MaxJobsPerWorker: 3, Init: InitWorker.Name()})
+	var pids []int
+	for i := range 9 {
+		res, err := p.Submit(context.Background(), remote.Job{Func: InitCount.Name()}).Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var runs int
+		res.Decode(&runs)
+		if runs != 1 {
+			t.Errorf("job %d: init ran %d times in its worker, want 1", i, runs)
+		}
+		if res.WorkerJobs != i%3+1 {
+			t.Errorf("job %d: worker's job count %d, want %d", i, res.WorkerJobs, i%3+1)
+		}
+		pids = append(pids, res.WorkerPID)
+	}
+	for i := range pids {
+		same := pids[i] == pids[i/3*3]
+		if !same {
+			t.Errorf("jobs %d and %d ran in different workers: %v", i/3*3, i, pids)
+		}
+		if i%3 == 0 && i > 0 && pids[i] == pids[i-1] {
+			t.Errorf("worker not recycled after 3 jobs: %v", pids)
+		}
+	}
+	for i := 1; i < 9; i++ {
+		if i%3 == 0 {
+			waitGone(t, "recycled worker", pids[i-1], 5*time.Second)
+		}
+	}
+
+	bad, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h1"}, Init: InitFail.Name()})
+	_, err := bad.Submit(context.Background(), remote.Job{Func: Noop.Name()}).Wait()
+	var re *remote.RemoteError
+	if !errors.As(err, &re) || re.Kind != remote.KindInit || !strings.Contains(re.Message, "database unreachable") {
+		t.Fatalf("failing Init: %v, want KindInit with its message", err)
+	}
+}
+
+// slogCapture records slog records.
+type slogCapture struct {
+	mu   sync.Mutex
+	recs []string
+}
+
+func (c *slogCapture) Enabled(context.Context, slog.Level) bool { return true }
+func (c *slogCapture) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%s", a.Key, a.Value); return true })
+	c.mu.Lock()
+	c.recs = append(c.recs, b.String())
+	c.mu.Unlock()
+	return nil
+}
+func (c *slogCapture) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *slogCapture) WithGroup(string) slog.Handler      { return c }
+
+func TestLogRecordsAndCascade(t *testing.T) {
+	var capt slogCapture
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h1"}, Logger: slog.New(&capt)})
+	if _, err := p.Submit(context.Background(), remote.Job{Func: Logs.Name(), Data: 5, Desc: "logger"}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if len(capt.recs) != 5 {
+		t.Fatalf("got %d records: %q", len(capt.recs), capt.recs)
+	}
+	for i, r := range capt.recs {
+		want := fmt.Sprintf("step host=h1 func=%s job=logger worker=w i=%d", Logs.Name(), i)
+		if r != want {
+			t.Errorf("record %d = %q, want %q", i, r, want)
+		}
+	}
+	got, err := remote.CallOn(context.Background(), p, "", CascadeSquare, 7)
+	if err != nil || got != 50 {
+		t.Fatalf("cascade = %d, %v; want 50", got, err)
+	}
+}
+
+func TestNextTryNextPending(t *testing.T) {
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h4"}, MaxPerHost: 2})
+	if _, ok := p.TryNext(); ok {
+		t.Fatal("TryNext on an empty pool returned a run")
+	}
+	slow := p.Submit(context.Background(), remote.Job{Func: Nap.Name(), Data: 400})
+	fast := p.Submit(context.Background(), remote.Job{Func: Nap.Name(), Data: 1})
+	if p.Pending() != 2 {
+		t.Fatalf("Pending = %d, want 2", p.Pending())
+	}
+	first, err := p.Next(context.Background())
+	if err != nil || first != fast {
+		t.Fatalf("first finished = %v (%v), want the fast one", first, err)
+	}
+	if p.Pending() != 1 {
+		t.Fatalf("Pending after Next = %d, want 1", p.Pending())
+	}
+	// Wait takes the outcome too: Next then has nothing left.
+	if _, err := slow.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Pending() != 0 {
+		t.Fatalf("Pending after Wait = %d, want 0", p.Pending())
+	}
+	if _, ok := p.TryNext(); ok {
+		t.Fatal("TryNext returned a run already taken by Wait")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.Next(ctx); !errors.Is(err, remote.ErrNoPending) {
+		t.Fatalf("Next = %v, want ErrNoPending", err)
+	}
+}
+
+func TestCloseAndKillLeaveNothing(t *testing.T) {
+	remote.CloseDefault()
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, mode := range []string{"close", "kill"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := remote.PoolConfig{Hosts: labHosts(), MaxPerHost: 2, SSH: remote.SSHOptions{ConfigFile: lab.ConfigFile}}
+			var out lockedBuf
+			cfg.Stdout, cfg.Stderr = &out, &out
+			p, err := remote.NewPool(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pids := make(chan string, 8)
+			var runs []*remote.Run
+			for range 4 {
+				runs = append(runs, p.Submit(context.Background(), remote.Job{Func: Sleep.Name(), Data: 1, Timeout: -1,
+					OnOutput: func(l string) { pids <- l }}))
+			}
+			var procs []int
+			for range 4 {
+				var w, s int
+				fmt.Sscanf(<-pids, "pids %d %d", &w, &s)
+				procs = append(procs, w, s, parentPID(w))
+			}
+			queued := p.Submit(context.Background(), remote.Job{Func: Sleep.Name(), Data: 1})
+			if mode == "close" {
+				p.Close() // graceful: everything submitted finishes
+				for _, r := range append(runs, queued) {
+					if _, err := r.Wait(); err != nil {
+						t.Errorf("Close did not let a job finish: %v", err)
+					}
+				}
+			} else {
+				p.Kill()
+				for _, r := range runs {
+					if _, err := r.Wait(); err == nil {
+						t.Errorf("a running job survived Kill")
+					}
+				}
+			}
+			if _, err := p.Submit(context.Background(), remote.Job{Func: Noop.Name()}).Wait(); !errors.Is(err, remote.ErrClosed) {
+				t.Errorf("Submit after %s: %v, want ErrClosed", mode, err)
+			}
+			for _, pid := range procs {
+				waitGone(t, "process after "+mode, pid, 5*time.Second)
+			}
+		})
+	}
+}
