@@ -443,10 +443,12 @@ func (b *boss) workerReadLoop(w *bworker) {
 		if first {
 			j.waitOutput()
 		}
-		b.out.WriteFrame(f)
 		if f.Kind == wire.KindResult && !f.More {
+			// The worker is free before the master learns the result, so
+			// that the master's next call finds it idle.
 			b.finish(w, j)
 		}
+		b.out.WriteFrame(f)
 	}
 }
 

@@ -95,10 +95,14 @@ func (e *FileEntry) FileMode() os.FileMode { return os.FileMode(e.Mode) }
 // PutIn is the input of PutFiles.
 type PutIn struct {
 	// Dest is the directory on the host to copy into, created if
-	// missing; relative to the job's directory.
+	// missing; relative to the job's directory, or to the user's home
+	// directory with HomeRelative.
 	Dest string `cbor:"1,keyasint"`
 	// Count is the number of entries the master lists.
 	Count int `cbor:"2,keyasint"`
+	// HomeRelative makes a relative Dest relative to the home directory,
+	// as ssh and scp resolve relative paths.
+	HomeRelative bool `cbor:"3,keyasint,omitempty"`
 }
 
 // PutListIn asks the master for its entries from index From on.
@@ -129,9 +133,11 @@ type PutOut struct {
 }
 
 // GetIn is the input of GetFiles: the files and directories to send, each
-// absolute or relative to the job's directory.
+// absolute or relative to the job's directory (or, with HomeRelative, to
+// the user's home directory, as scp resolves relative paths).
 type GetIn struct {
-	Paths []string `cbor:"1,keyasint"`
+	Paths        []string `cbor:"1,keyasint"`
+	HomeRelative bool     `cbor:"2,keyasint,omitempty"`
 }
 
 // GetBeginIn hands the master a batch of entries. Directories, links and
@@ -194,6 +200,19 @@ func LocalPath(p string) bool {
 	return p != "" && !strings.ContainsRune(p, 0) && path.Clean(p) == p && filepath.IsLocal(filepath.FromSlash(p))
 }
 
+// resolve makes a relative path relative to the home directory when
+// homeRelative is set.
+func resolve(p string, homeRelative bool) (string, error) {
+	if !homeRelative || filepath.IsAbs(p) {
+		return p, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(home, p), nil
+}
+
 func warnf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "toworker: "+format+"\n", args...)
 }
@@ -220,6 +239,21 @@ func fixDirs(dirs []dirFix) error {
 	return first
 }
 
+// typeName names the type of a special file.
+func typeName(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeCharDevice != 0:
+		return "character device"
+	case m&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
+}
+
 // keepMode is the mode bits copying keeps.
 const keepMode = os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky
 
@@ -228,6 +262,11 @@ func putFiles(ctx context.Context, in PutIn) (PutOut, error) {
 	if in.Dest == "" {
 		return out, errors.New("put: no destination directory")
 	}
+	dest, err := resolve(in.Dest, in.HomeRelative)
+	if err != nil {
+		return out, fmt.Errorf("put: %w", err)
+	}
+	in.Dest = dest
 	if err := os.MkdirAll(in.Dest, 0o755); err != nil {
 		return out, fmt.Errorf("put: %w", err)
 	}
@@ -331,7 +370,7 @@ func putEntry(ctx context.Context, dest string, e *FileEntry, out *PutOut, dirs 
 		out.Bytes += n
 		return nil
 	default:
-		return fmt.Errorf("unsupported file type %v", mode.Type())
+		return fmt.Errorf("cannot create a %s", typeName(mode))
 	}
 }
 
@@ -425,7 +464,11 @@ func getFiles(ctx context.Context, in GetIn) (GetOut, error) {
 		return s.out, errors.New("get: no paths given")
 	}
 	for _, p := range in.Paths {
-		if err := s.sendRoot(p); err != nil {
+		p, err := resolve(p, in.HomeRelative)
+		if err == nil {
+			err = s.sendRoot(p)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return s.out, ctx.Err()
 			}
@@ -520,7 +563,7 @@ func (s *getSender) sendOne(p, name string, fi fs.FileInfo) error {
 		return s.add(e)
 	case fi.Mode().IsRegular():
 	default:
-		warnf("get %s: skipping %v", p, fi.Mode().Type())
+		warnf("get %s: skipping %s", p, typeName(fi.Mode()))
 		s.out.Skipped++
 		return nil
 	}

@@ -255,7 +255,7 @@ Structs with integer keys (cbor keyasint) or toarray cannot be written in JSON.
 Without DATA the function gets its input type's zero value. Results: maps and
 structs print as objects, []byte as base64.
 
-The function runs in the login directory unless -C is given. '%[1]s funcs'
+The function runs in the agent's directory, /, unless -C is given. '%[1]s funcs'
 lists the functions of this program.`,
 	examples: `  %[1]s call -H web1 myapp.resize '{"Path": "/srv/img", "Width": 640}'
   %[1]s call -N -H web1 myapp.stats | jq .
@@ -432,7 +432,7 @@ func runJobs(ctx context.Context, env *cliEnv, name string, o *jobFlags, extraHo
 	if err != nil {
 		return ExitUsage, err
 	}
-	e := &engine{name: env.prog + " " + name, flags: o, hosts: hosts, task: t, sink: s, stdin: env.stdin,
+	e := &engine{name: env.prog + " " + name, flags: o, hosts: hosts, task: t, sink: s,
 		stderr: env.stderr, isTTY: isTerminal(env.stderr)}
 	start := time.Now()
 	outs, interrupted, err := e.run(ctx)
@@ -449,10 +449,20 @@ func runJobs(ctx context.Context, env *cliEnv, name string, o *jobFlags, extraHo
 	return exitStatus(outs, interrupted), nil
 }
 
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
+// isTerminal reports whether w is a terminal. Tests replace it.
+var isTerminal = func(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// terminalWidth returns the width of the terminal w, or 0.
+func terminalWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok {
+		if width, _, err := term.GetSize(int(f.Fd())); err == nil {
+			return width
+		}
+	}
+	return 0
 }
 
 // ---- hosts ----

@@ -22,7 +22,7 @@ import (
 // Limits of the master side of put and get.
 const (
 	maxReadLen      = 4 << 20 // largest chunk a host may ask for in put
-	pageInlineBytes = 4 << 20 // inline file data in one page of put's list
+	pageInlineBytes = 1 << 20 // inline file data in one page of put's list
 	pageEntries     = 1000    // entries in one page of put's list
 	chunkBuffers    = 32      // put: chunks being read at once, all hosts together
 	maxOpenPerHost  = 16      // get: large files being received at once from one host
@@ -123,7 +123,7 @@ func (t *putTask) add(p, name string, fi fs.FileInfo, warn func(string, ...any))
 	case fi.Mode().IsRegular():
 		e.Size = fi.Size()
 	default:
-		warn("%sput: skipping %s: %v", warnPrefix, p, fi.Mode().Type())
+		warn("%sput: skipping %s: a %s", warnPrefix, p, typeName(fi.Mode()))
 		return nil
 	}
 	t.entries = append(t.entries, e)
@@ -136,7 +136,7 @@ func (t *putTask) job(host string) remote.Job {
 		Func:  putFunc,
 		Desc:  "put",
 		Chdir: t.chdir,
-		Data:  agent.PutIn{Dest: t.dest, Count: len(t.entries)},
+		Data:  agent.PutIn{Dest: t.dest, Count: len(t.entries), HomeRelative: t.chdir == ""},
 		Callbacks: map[string]remote.Callback{
 			agent.CallbackPutList: t.list,
 			agent.CallbackPutRead: t.read,
@@ -263,7 +263,7 @@ func (t *getTask) job(host string) remote.Job {
 		Func:  getFunc,
 		Desc:  "get",
 		Chdir: t.chdir,
-		Data:  agent.GetIn{Paths: t.paths},
+		Data:  agent.GetIn{Paths: t.paths, HomeRelative: t.chdir == ""},
 		Callbacks: map[string]remote.Callback{
 			agent.CallbackGetBegin: getCallback((*getState).begin),
 			agent.CallbackGetWrite: getCallback((*getState).write),
@@ -316,6 +316,21 @@ func (t *getTask) done(o *outcome, res remote.Result, err error) {
 		}
 		o.files, o.bytes = &out.Files, &out.Bytes
 	}
+}
+
+// typeName names the type of a special file.
+func typeName(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeCharDevice != 0:
+		return "character device"
+	case m&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }
 
 // hostDirName is the directory name a host's files go under.
@@ -465,7 +480,7 @@ func (g *getState) entryLocked(e *agent.FileEntry, last bool) (int, error) {
 		return 0, nil
 	case mode.IsRegular():
 	default:
-		g.refuse("%q is a %v, not a file, directory or link", p, mode.Type())
+		g.refuse("%q is a %s, not a file, directory or link", p, typeName(mode))
 		return 0, nil
 	}
 	if e.Size < 0 || e.Size > maxGetFileSize {

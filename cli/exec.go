@@ -58,10 +58,10 @@ type engine struct {
 	task   task
 	sink   *sink
 	stderr io.Writer
-	stdin  io.Reader
 	isTTY  bool
 
-	stoppedBy string // why hosts were left unstarted, for the summary
+	stoppedBy string           // why hosts were left unstarted, for the summary
+	stats     remote.HostStats // the pool's totals at the end
 }
 
 // run runs the task everywhere and returns the outcomes in host order and
@@ -85,7 +85,7 @@ func (e *engine) run(ctx context.Context) ([]*outcome, bool, error) {
 		outs[i] = &outcome{host: h, status: statusSkipped, reason: "not started"}
 	}
 	if e.isTTY && !e.flags.json && !e.flags.noProgress {
-		e.sink.startProgress(len(e.hosts), 200*time.Millisecond)
+		e.sink.startProgress(len(e.hosts), terminalWidth(e.stderr), 200*time.Millisecond)
 	}
 
 	fanout := e.flags.fanoutOrDefault()
@@ -170,6 +170,7 @@ func (e *engine) run(ctx context.Context) ([]*outcome, bool, error) {
 	for inflight > 0 {
 		wait()
 	}
+	e.stats = pool.Stats().Total
 	if interrupted {
 		pool.Kill()
 	} else {
@@ -177,7 +178,7 @@ func (e *engine) run(ctx context.Context) ([]*outcome, bool, error) {
 	}
 	e.sink.stopProgress()
 	if stopped {
-		e.stoppedBy = fmt.Sprintf("--max-fail %s reached after %d failed hosts", e.flags.maxFail, failures)
+		e.stoppedBy = fmt.Sprintf("--max-fail %s reached after %s", e.flags.maxFail, plural(failures, "failed host"))
 		for _, o := range outs {
 			if o.status == statusSkipped {
 				o.reason = "not started: " + e.stoppedBy
@@ -301,11 +302,7 @@ func (e *engine) summary(outs []*outcome, elapsed time.Duration, quiet bool) {
 		return
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d host", e.name, len(outs))
-	if len(outs) != 1 {
-		b.WriteByte('s')
-	}
-	fmt.Fprintf(&b, " in %v: %d ok", elapsed.Round(time.Millisecond), counts[statusOK])
+	fmt.Fprintf(&b, "%s: %s in %v: %d ok", e.name, plural(len(outs), "host"), elapsed.Round(time.Millisecond), counts[statusOK])
 	for _, st := range []string{statusFailed, statusUnreachable, statusTimeout, statusCancelled, statusSkipped} {
 		if counts[st] > 0 {
 			name := st
@@ -317,6 +314,24 @@ func (e *engine) summary(outs []*outcome, elapsed time.Duration, quiet bool) {
 			}
 			fmt.Fprintf(&b, ", %d %s", counts[st], name)
 		}
+	}
+	files, bytes := 0, int64(0)
+	for _, o := range outs {
+		if o.files != nil {
+			files += *o.files
+		}
+		if o.bytes != nil {
+			bytes += *o.bytes
+		}
+	}
+	if files > 0 {
+		fmt.Fprintf(&b, "; copied %s, %s", plural(files, "file"), sizeString(bytes))
+	}
+	if e.stats.Uploads > 0 {
+		fmt.Fprintf(&b, "; agent uploaded to %s", plural(e.stats.Uploads, "host"))
+	}
+	if e.stats.Retried > 0 {
+		fmt.Fprintf(&b, "; %s", plural(e.stats.Retried, "retry"))
 	}
 	b.WriteByte('\n')
 	// One line per status and reason, the hosts folded.
@@ -346,6 +361,31 @@ func (e *engine) summary(outs []*outcome, elapsed time.Duration, quiet bool) {
 		fmt.Fprintf(&b, "  %-11s %s: %s\n", label, hostlist.Compress(hostsOf[k]), k.reason)
 	}
 	e.sink.note("%s", b.String())
+}
+
+// plural formats a count of things.
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	if strings.HasSuffix(thing, "y") {
+		return fmt.Sprintf("%d %sies", n, thing[:len(thing)-1])
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// sizeString formats a byte count.
+func sizeString(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // writeFailed writes the hosts that did not succeed, one a line.

@@ -324,7 +324,7 @@ type jobFlags struct {
 func (j *jobFlags) register(f *flagSet, withChdir bool) {
 	j.hostFlags.register(f)
 	if withChdir {
-		f.str(&j.chdir, "DIR", "run in DIR on the host (default: the login directory)", "C", "chdir")
+		f.str(&j.chdir, "DIR", "work in DIR on the host, an absolute path (default: the login directory; for call, /)", "C", "chdir")
 	}
 	f.integer(&j.fanout, "N", "at most N hosts at work at once (default 64)", "fanout")
 	f.duration(&j.timeout, "DUR", "kill the job on a host after DUR, e.g. 30s (default: no limit)", "u", "timeout")
@@ -348,6 +348,12 @@ func (j *jobFlags) register(f *flagSet, withChdir bool) {
 	f.str(&j.agentDir, "DIR", "directory of agent-GOOS-GOARCH binaries for other platforms", "agent-dir")
 	f.str(&j.agentCache, "DIR", "agent cache directory on the hosts (default ~/.cache/toworker)", "agent-cache")
 }
+
+// poolKeepAlive is PoolConfig.KeepAlive; zero is the pool's default.
+// Tests that run longer than the keepalive interval turn keepalives off:
+// remote's keepalive ping can race with closing the connection's stdin
+// (reported to the remote package's owners).
+var poolKeepAlive time.Duration
 
 // maxFailCount returns how many failures stop the run, 0 for no limit.
 func (j *jobFlags) maxFailCount(total int) (int, error) {
@@ -392,6 +398,7 @@ func (j *jobFlags) poolConfig() remote.PoolConfig {
 	if j.timeout > 0 {
 		cfg.Timeout = j.timeout
 	}
+	cfg.KeepAlive = poolKeepAlive
 	return cfg
 }
 
@@ -403,6 +410,9 @@ func (j *jobFlags) fanoutOrDefault() int {
 }
 
 func (j *jobFlags) check() error {
+	if j.chdir != "" && !strings.HasPrefix(j.chdir, "/") {
+		return usagef("-C %s: give an absolute path", j.chdir)
+	}
 	if j.group && j.json {
 		return usagef("--group and --json do not go together")
 	}

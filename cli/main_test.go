@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,15 @@ var lab *sshdtest.Lab
 
 func TestMain(m *testing.M) {
 	agent.ServeIfAgent()
+	if args := os.Getenv("TOWORKER_TEST_MAIN"); args != "" {
+		// The helper-process pattern: this process is the toworker command.
+		var list []string
+		if err := json.Unmarshal([]byte(args), &list); err != nil {
+			panic(err)
+		}
+		os.Args = append([]string{"toworker"}, list...)
+		Main()
+	}
 	var err error
 	lab, err = sshdtest.StartLab(sshdtest.LabOptions{Hosts: 4})
 	if err != nil {

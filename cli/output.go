@@ -201,6 +201,7 @@ func (s *sink) flushGroups() {
 
 // progress is the live status line on a terminal's stderr.
 type progress struct {
+	width                        int // the terminal's width; 0 if unknown
 	total, done, failed, running int
 	start                        time.Time
 	shown                        bool
@@ -208,9 +209,10 @@ type progress struct {
 	stopped                      chan struct{}
 }
 
-// startProgress starts redrawing the progress line every interval.
-func (s *sink) startProgress(total int, interval time.Duration) {
-	p := &progress{total: total, start: time.Now(), stop: make(chan struct{}), stopped: make(chan struct{})}
+// startProgress starts redrawing the progress line every interval, at
+// most width-1 characters wide (when width > 0) so that it never wraps.
+func (s *sink) startProgress(total, width int, interval time.Duration) {
+	p := &progress{width: width, total: total, start: time.Now(), stop: make(chan struct{}), stopped: make(chan struct{})}
 	s.mu.Lock()
 	s.prog = p
 	s.mu.Unlock()
@@ -236,9 +238,12 @@ func (s *sink) drawProgress() {
 	if p == nil {
 		return
 	}
-	line := fmt.Sprintf("\r\x1b[K[%d/%d] %d running, %d failed, %s", p.done, p.total, p.running, p.failed,
+	line := fmt.Sprintf("[%d/%d] %d running, %d failed, %s", p.done, p.total, p.running, p.failed,
 		time.Since(p.start).Round(100*time.Millisecond))
-	io.WriteString(s.w[streamErr], line)
+	if p.width > 1 && len(line) >= p.width {
+		line = line[:p.width-1]
+	}
+	io.WriteString(s.w[streamErr], "\r\x1b[K"+line)
 	p.shown = true
 }
 

@@ -200,3 +200,8 @@ var CascadeSquare = agent.Register("test.cascade", func(ctx context.Context, n i
 	err := agent.Cascade(ctx, Square.Name(), n, &sq)
 	return sq + 1, err
 })
+
+var SlowSquare = agent.Register("test.slowsquare", func(ctx context.Context, n int) (int, error) {
+	time.Sleep(10 * time.Millisecond)
+	return n * n, nil
+})

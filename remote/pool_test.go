@@ -23,6 +23,25 @@ func labHosts() []string {
 	return hs
 }
 
+// waitConnected waits until every host of p is connected.
+func waitConnected(t *testing.T, p *remote.Pool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		all := true
+		for _, hs := range p.Stats().Hosts {
+			all = all && hs.Connected > 0
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hosts not all connected within 30s: %+v", p.Stats().Hosts)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // drain takes every pending run with Next and returns the results by input.
 func drain(t *testing.T, p *remote.Pool) (map[int]int, map[string]int, []error) {
 	t.Helper()
@@ -107,9 +126,10 @@ func TestPoolHostDiesJobsRetriedElsewhere(t *testing.T) {
 	var mu sync.Mutex
 	failures := map[int]int{}
 	p, _, _ := newPool(t, remote.PoolConfig{Hosts: labHosts(), MaxPerHost: 4, Retries: 3})
+	waitConnected(t, p)
 	const n = 300
 	for i := range n {
-		p.Submit(context.Background(), remote.Job{Func: Square.Name(), Data: i, Desc: fmt.Sprint("job ", i),
+		p.Submit(context.Background(), remote.Job{Func: SlowSquare.Name(), Data: i, Desc: fmt.Sprint("job ", i),
 			OnFailure: func(err error) {
 				mu.Lock()
 				failures[i]++
@@ -120,7 +140,10 @@ func TestPoolHostDiesJobsRetriedElsewhere(t *testing.T) {
 			}})
 	}
 	// Let some finish, then kill a host's sshd under the running jobs.
-	for p.Stats().Hosts["h2"].Done < 10 {
+	for deadline := time.Now().Add(time.Minute); p.Stats().Hosts["h2"].Done < 10; {
+		if time.Now().After(deadline) {
+			t.Fatalf("h2 did not get 10 jobs done within a minute: %+v", p.Stats().Hosts)
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	if err := victim.Kill(); err != nil {
@@ -128,7 +151,7 @@ func TestPoolHostDiesJobsRetriedElsewhere(t *testing.T) {
 	}
 	killedAt := p.Stats().Total.Done
 	for i := n; i < n+200; i++ { // more work after the loss
-		p.Submit(context.Background(), remote.Job{Func: Square.Name(), Data: i})
+		p.Submit(context.Background(), remote.Job{Func: SlowSquare.Name(), Data: i})
 	}
 	got, _, errs := drain(t, p)
 	if len(errs) > 0 {

@@ -71,6 +71,7 @@ func (e *env) writeClientConfig() error {
 	fmt.Fprintf(&c, "  IdentityFile %s\n  IdentitiesOnly yes\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n", e.lab.IdentityFile, known)
 	fmt.Fprintf(&c, "  StrictHostKeyChecking yes\n  KexAlgorithms curve25519-sha256\n  BatchMode yes\n")
 	e.cfg = filepath.Join(e.dir, "ssh_config")
+	e.rep.Notes = append(e.rep.Notes, fmt.Sprintf("Slow link: `%s` is h1 behind benchlab's relay (127.0.0.1:%d, %v added to each round trip); its host key is checked under HostKeyAlias %s, listed twice in its known_hosts: bare, as OpenSSH looks an alias up, and as [%s]:%d, as internal/sshdial does (it appends the port to a HostKeyAlias, which OpenSSH does not).", slowHost, e.relay.port(), e.rtt, alias, alias, e.relay.port()))
 	return os.WriteFile(e.cfg, c.Bytes(), 0o644)
 }
 
@@ -300,4 +301,106 @@ func checkKexNote(kex []string) string {
 		return ""
 	}
 	return fmt.Sprintf("internal/sshdial resolved KexAlgorithms %v for h1, not [curve25519-sha256]: the Go side does not use the lab's pinned key exchange", kex)
+}
+
+// cpuSnap is CPU time (user + system, seconds) by kind of process: the
+// master (this process), the lab's sshd processes, the agents' bosses and
+// workers.
+type cpuSnap map[string]float64
+
+var cpuKinds = []string{"master", "sshd", "boss", "worker"}
+
+// cpuSnapshot reads the CPU time of this process and of every process the
+// lab started, from /proc.
+func (e *env) cpuSnapshot() cpuSnap {
+	snap := cpuSnap{}
+	listeners := map[int]bool{}
+	for _, s := range e.lab.Servers {
+		listeners[s.PID()] = true
+	}
+	type proc struct {
+		ppid int
+		cpu  float64
+		kind string
+	}
+	procs := map[int]*proc{}
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + ent.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		p := &proc{ppid: ppid, cpu: (ut + st) / clockTicks}
+		if cl, err := os.ReadFile("/proc/" + ent.Name() + "/cmdline"); err == nil {
+			args := strings.Split(strings.TrimRight(string(cl), "\x00"), "\x00")
+			if n := len(args); n >= 3 && args[n-2] == "--toworker-agent" && strings.HasPrefix(args[0], e.lab.Dir+"/") {
+				p.kind = args[n-1]
+			}
+		}
+		procs[pid] = p
+	}
+	self := os.Getpid()
+	for pid, p := range procs {
+		kind := p.kind
+		if pid == self {
+			kind = "master"
+		}
+		if kind == "" {
+			// An sshd of the lab: the listener or one of its descendants
+			// that is not an agent.
+			for a, hops := pid, 0; a > 1 && hops < 8; hops++ {
+				if listeners[a] {
+					kind = "sshd"
+					break
+				}
+				q := procs[a]
+				if q == nil {
+					break
+				}
+				a = q.ppid
+			}
+		}
+		if kind != "" {
+			snap[kind] += p.cpu
+		}
+	}
+	return snap
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
+const clockTicks = 100
+
+// perCall returns the CPU microseconds per call of each kind between two
+// snapshots, and a sentence for the notes.
+func perCall(a, b cpuSnap, calls int) (map[string]float64, string) {
+	out := map[string]float64{}
+	var parts []string
+	total := 0.0
+	for _, k := range cpuKinds {
+		v := (b[k] - a[k]) / float64(calls) * 1e6
+		if v < 0 {
+			v = 0
+		}
+		out[k] = v
+		total += v
+		parts = append(parts, fmt.Sprintf("%s %.0f", k, v))
+	}
+	out["total"] = total
+	return out, fmt.Sprintf("CPU per call (µs, /proc): %s; total %.0f µs, so %d cores allow about %.0f calls/s.", strings.Join(parts, ", "), total, runtime.NumCPU(), float64(runtime.NumCPU())*1e6/max(total, 1))
 }

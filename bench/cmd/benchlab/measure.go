@@ -382,6 +382,7 @@ func (e *env) warmSeq(f *Figure, pp params) {
 	}
 	var calls, mux []float64
 	var mallocs, bytesAlloc uint64
+	cpuSum := cpuSnap{}
 	per := max(1, pp.warmCalls/pp.warmBlocks)
 	e.profile("warm_seq", func() {
 		for b := 0; b < pp.warmBlocks && e.ctx.Err() == nil; b++ {
@@ -395,6 +396,7 @@ func (e *env) warmSeq(f *Figure, pp params) {
 			}
 			var m0, m1 runtime.MemStats
 			runtime.ReadMemStats(&m0)
+			c0 := e.cpuSnapshot()
 			for range per {
 				t0 := time.Now()
 				if err := e.noop(p, "h1"); err != nil {
@@ -402,6 +404,10 @@ func (e *env) warmSeq(f *Figure, pp params) {
 					return
 				}
 				calls = append(calls, ms(time.Since(t0)))
+			}
+			c1 := e.cpuSnapshot()
+			for k, v := range c1 {
+				cpuSum[k] += v - c0[k]
 			}
 			runtime.ReadMemStats(&m1)
 			mallocs += m1.Mallocs - m0.Mallocs
@@ -416,6 +422,9 @@ func (e *env) warmSeq(f *Figure, pp params) {
 	if n := len(calls); n > 0 {
 		f.Extra = map[string]any{"master_allocs_per_call": float64(mallocs) / float64(n), "master_bytes_per_call": float64(bytesAlloc) / float64(n)}
 		f.addNote(fmt.Sprintf("The master allocates %.0f objects, %.0f bytes per call (runtime.MemStats).", float64(mallocs)/float64(n), float64(bytesAlloc)/float64(n)))
+		pc, note := perCall(cpuSnap{}, cpuSum, n)
+		f.Extra["cpu_us_per_call"] = pc
+		f.addNote(note)
 	}
 }
 
@@ -493,21 +502,34 @@ func (e *env) parallel(f *Figure, pp params) {
 		return
 	}
 	var rates []float64
+	c0 := e.cpuSnapshot()
+	var calls int64
 	for range pp.parRounds {
 		n, d, err := run(pp.parDur, 1_000_000)
+		calls += n
 		if err != nil {
 			e.fail(f, "16 goroutines", err)
 			break
 		}
 		rates = append(rates, float64(n)/d.Seconds())
 	}
+	if calls > 0 {
+		pc, note := perCall(c0, e.cpuSnapshot(), int(calls))
+		workers, _ := e.agentProcs("worker")
+		f.Extra = map[string]any{"cpu_us_per_call": pc, "workers_on_host": len(workers)}
+		f.addNote(note)
+		f.addNote(fmt.Sprintf("Worker processes on the host after the run: %d (MaxPerHost %d, MinWarm 1).", len(workers), g))
+	}
 	f.Variants = append(f.Variants, Variant{Name: "16 goroutines × CallOn(noop)", Role: "toworker", Stat: summarize(rates, false)})
 }
 
 func (e *env) pipelined(f *Figure, pp params) {
 	type res struct {
-		mph   int
-		rates []float64
+		mph     int
+		rates   []float64
+		cpu     map[string]float64
+		note    string
+		workers int
 	}
 	var all []res
 	for _, mph := range pp.pipeMaxPerHost {
@@ -522,6 +544,7 @@ func (e *env) pipelined(f *Figure, pp params) {
 			p.Close()
 			return
 		}
+		c0 := e.cpuSnapshot()
 		for range pp.pipeRounds {
 			d, err := e.window(p, pp.pipeWindow, pp.pipeTotal)
 			if err != nil {
@@ -529,6 +552,12 @@ func (e *env) pipelined(f *Figure, pp params) {
 				break
 			}
 			r.rates = append(r.rates, float64(pp.pipeTotal)/d.Seconds())
+		}
+		if len(r.rates) > 0 {
+			r.cpu, r.note = perCall(c0, e.cpuSnapshot(), len(r.rates)*pp.pipeTotal)
+			workers, _ := e.agentProcs("worker")
+			r.workers = len(workers)
+			r.note += fmt.Sprintf(" Worker processes on the host after the run: %d.", r.workers)
 		}
 		p.Close()
 		all = append(all, r)
@@ -545,12 +574,13 @@ func (e *env) pipelined(f *Figure, pp params) {
 		if i == best {
 			role = "toworker"
 		}
-		f.Variants = append(f.Variants, Variant{Name: fmt.Sprintf("Submit/Next, %d in flight, MaxPerHost %d", pp.pipeWindow, r.mph), Role: role, Stat: summarize(r.rates, false)})
+		f.Variants = append(f.Variants, Variant{Name: fmt.Sprintf("Submit/Next, %d in flight, MaxPerHost %d (%d workers)", pp.pipeWindow, r.mph, r.workers), Role: role, Stat: summarize(r.rates, false)})
 		tried = append(tried, fmt.Sprint(r.mph))
 	}
 	if best >= 0 {
-		f.Extra = map[string]any{"max_per_host": all[best].mph, "tried": pp.pipeMaxPerHost}
+		f.Extra = map[string]any{"max_per_host": all[best].mph, "tried": pp.pipeMaxPerHost, "cpu_us_per_call": all[best].cpu}
 		f.addNote(fmt.Sprintf("MaxPerHost %d is used: every job runs in a worker process of its own, so MaxPerHost is how many calls the host works on at once; the %d in flight beyond it wait in the master's queue. Tried %s; the best is reported.", all[best].mph, pp.pipeWindow, strings.Join(tried, ", ")))
+		f.addNote(all[best].note)
 	}
 }
 
@@ -597,13 +627,36 @@ func (e *env) echoFigure(pp params) {
 	}
 	defer p.Close()
 	f.addNote("MB/s is the payload size over the round trip's time (upload and download). ssh cat streams both ways at once; the clock starts once a first byte has come back, so ssh's connection setup is not counted.")
+	cpu := cpuSnap{}
+	calls := 0
+	defer func() {
+		if calls > 0 {
+			// CPU milliseconds per MiB of payload, by process.
+			per := map[string]float64{}
+			var parts []string
+			mibs := float64(calls) * float64(pp.echoSize) / (1 << 20)
+			for _, k := range cpuKinds {
+				per[k] = cpu[k] * 1000 / mibs
+				parts = append(parts, fmt.Sprintf("%s %.2f", k, per[k]))
+			}
+			f.Extra = map[string]any{"cpu_ms_per_mib": per}
+			f.addNote("CPU per MiB echoed (ms, /proc): " + strings.Join(parts, ", "))
+		}
+		e.add(f)
+	}()
 	e.profile("echo", func() {
 		e.measure(f, pp.echoRounds, pp.budget, false,
 			variantFn{name: "`ssh h1 cat`", role: "baseline", run: func() (float64, error) { return e.sshCat("h1", data) }},
 			variantFn{name: "CallOn(echo)", role: "toworker", run: func() (float64, error) {
+				c0 := e.cpuSnapshot()
 				t0 := time.Now()
 				out, err := remote.CallOn(e.ctx, p, "h1", Echo, data)
 				d := time.Since(t0)
+				c1 := e.cpuSnapshot()
+				for k, v := range c1 {
+					cpu[k] += v - c0[k]
+				}
+				calls++
 				if err != nil {
 					return 0, err
 				}
@@ -613,7 +666,6 @@ func (e *env) echoFigure(pp params) {
 				return float64(len(data)) / 1e6 / d.Seconds(), nil
 			}})
 	})
-	e.add(f)
 }
 
 // sshCat streams data through `ssh host cat` and reads it back.
@@ -757,6 +809,12 @@ func (e *env) fleetFigures(pp params) {
 	time.Sleep(100 * time.Millisecond)
 	m2 := memNow()
 	g2 := runtime.NumGoroutine()
+	if e.prof != "" {
+		if out, err := os.Create(filepath.Join(e.prof, "heap_fleet.pprof")); err == nil {
+			pprof.Lookup("heap").WriteTo(out, 0)
+			out.Close()
+		}
+	}
 	kib := func(a, b uint64) float64 { return (float64(b) - float64(a)) / 1024 / float64(extra) }
 	perHeap := kib(m1.HeapInuse, m2.HeapInuse)
 	perStack := kib(m1.StackInuse, m2.StackInuse)
@@ -860,12 +918,18 @@ func (e *env) slowFigures(pp params) {
 	e.add(f)
 
 	// One traced run of each, for the step table.
-	e.relay.take()
-	if _, err := e.ssh(slowHost, "true"); err == nil {
-		e.addTrace("ssh slow1 true", e.relay.take(), false)
+	shape, err := e.probeShape()
+	if err != nil {
+		e.rep.Notes = append(e.rep.Notes, fmt.Sprintf("slow link: the handshake probe failed (%v); step labels are generic", err))
 	}
-	if _, _, err := e.coldPool(slowHost); err == nil {
-		e.addTrace("toworker cold call", e.relay.take(), true)
+	e.relay.take()
+	t0 := time.Now()
+	if d, err := e.ssh(slowHost, "true"); err == nil {
+		e.addTrace("`ssh slow1 true`", e.relay.take(), shape, false, t0.Add(d))
+	}
+	t0 = time.Now()
+	if d, _, err := e.coldPool(slowHost); err == nil {
+		e.addTrace("toworker: new Pool + first call, cached", e.relay.take(), shape, true, t0.Add(d))
 	}
 
 	h1 := e.lab.Servers[0]
@@ -888,8 +952,9 @@ func (e *env) slowFigures(pp params) {
 	e.add(f)
 	e.relay.take()
 	if err := clearCache(h1.CacheDir); err == nil {
-		if _, _, err := e.coldPool(slowHost); err == nil {
-			e.addTrace("toworker first ever call", e.relay.take(), true)
+		t0 := time.Now()
+		if d, _, err := e.coldPool(slowHost); err == nil {
+			e.addTrace("toworker: first ever call, upload", e.relay.take(), shape, true, t0.Add(d))
 		}
 	}
 
@@ -918,17 +983,18 @@ func (e *env) slowFigures(pp params) {
 }
 
 // addTrace records one traced connection's flights and its step table.
-func (e *env) addTrace(path string, conns [][]chunk, toworker bool) {
+// end is when the result arrived (or the process exited).
+func (e *env) addTrace(path string, conns []connTrace, shape traceShape, toworker bool, end time.Time) {
 	if len(conns) != 1 {
 		e.rep.Notes = append(e.rep.Notes, fmt.Sprintf("trace of %q: expected one connection through the relay, saw %d", path, len(conns)))
 		return
 	}
-	fs := flights(conns[0], e.rtt)
+	fs := flights(conns[0].chunks, e.rtt)
 	if e.rep.Flights == nil {
 		e.rep.Flights = map[string][]Flight{}
 	}
 	e.rep.Flights[path] = fs
-	e.rep.Steps = append(e.rep.Steps, steps(path, fs, toworker)...)
+	e.rep.Steps = append(e.rep.Steps, steps(path, fs, shape, toworker, float64(end.Sub(conns[0].start))/float64(e.rtt))...)
 }
 
 // resolveKex returns the KexAlgorithms internal/sshdial resolves for host.

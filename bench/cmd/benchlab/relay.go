@@ -167,16 +167,22 @@ func (r *relay) write(dst net.Conn, q <-chan delayed) {
 	}
 }
 
-// take returns and forgets the chunks of every connection so far.
-func (r *relay) take() [][]chunk {
+// connTrace is what the relay saw of one connection.
+type connTrace struct {
+	start  time.Time // when the client connected
+	chunks []chunk
+}
+
+// take returns and forgets the traces of every connection so far.
+func (r *relay) take() []connTrace {
 	r.mu.Lock()
 	conns := r.conns
 	r.conns = nil
 	r.mu.Unlock()
-	var out [][]chunk
+	var out []connTrace
 	for _, c := range conns {
 		c.mu.Lock()
-		out = append(out, append([]chunk(nil), c.chunks...))
+		out = append(out, connTrace{start: c.start, chunks: append([]chunk(nil), c.chunks...)})
 		c.mu.Unlock()
 	}
 	return out

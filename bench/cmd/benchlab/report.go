@@ -59,7 +59,7 @@ func (r *Report) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# toworker benchmarks\n\n")
 	fmt.Fprintf(&b, "%s, mode %s, %d sshd hosts on 127.0.1.x, slow link RTT %.0f ms; run took %.0f s.\n\n", r.Date, r.Mode, r.Hosts, r.RTTms, r.Duration)
-	fmt.Fprintf(&b, "Machine: %d CPUs (%s), kernel %s; %s; master built with %s.", r.Machine.NProc, r.Machine.CPU, r.Machine.Kernel, r.Machine.SSH, r.Machine.GoRuntime)
+	fmt.Fprintf(&b, "Machine: nproc %d (%s), kernel %s; %s; %s (benchlab built with %s).", r.Machine.NProc, r.Machine.CPU, r.Machine.Kernel, r.Machine.SSH, r.Machine.Go, r.Machine.GoRuntime)
 	if r.Machine.Pdsh != "" {
 		fmt.Fprintf(&b, " %s.", r.Machine.Pdsh)
 	}

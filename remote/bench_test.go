@@ -1,0 +1,70 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"testing"
+
+	"github.com/toworker/toworker/remote"
+)
+
+// Benchmarks of the master's hot path against the shared lab of TestMain.
+// They report allocations per call (go test -bench . -benchmem ./remote/),
+// so that a regression in the master's per-call cost shows up. Times depend
+// on the machine and on sshd, the boss and the worker running on the same
+// cores; allocations are the master's alone. bench/README.md has the
+// side-by-side figures against OpenSSH.
+
+// benchPool starts a pool connected to h1 whose output is discarded, and
+// warms it: the connection is made and a worker is started.
+func benchPool(b *testing.B, cfg remote.PoolConfig) *remote.Pool {
+	b.Helper()
+	cfg.Hosts = []string{"h1"}
+	cfg.SSH.ConfigFile = lab.ConfigFile
+	cfg.Stdout, cfg.Stderr = io.Discard, io.Discard
+	p, err := remote.NewPool(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	for range 50 {
+		if _, err := remote.CallOn(context.Background(), p, "h1", Noop, struct{}{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return p
+}
+
+// BenchmarkWarmCall is one sequential no-op call on a connected host: the
+// round trip master → sshd → boss → worker and back.
+func BenchmarkWarmCall(b *testing.B) {
+	p := benchPool(b, remote.PoolConfig{})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := remote.CallOn(ctx, p, "h1", Noop, struct{}{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEcho64K sends 64 KiB of []byte to a function that returns it.
+func BenchmarkEcho64K(b *testing.B) {
+	p := benchPool(b, remote.PoolConfig{})
+	ctx := context.Background()
+	data := make([]byte, 64<<10)
+	rand.Read(data)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := remote.CallOn(ctx, p, "h1", Echo, data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !bytes.Equal(out, data) {
+			b.Fatal("echo returned different bytes")
+		}
+	}
+}
