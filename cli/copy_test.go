@@ -129,11 +129,6 @@ func hashFile(t *testing.T, p string) [32]byte {
 }
 
 func TestPutGetTree(t *testing.T) {
-	// Under -race this test outlives the 5 s keepalive interval, and
-	// remote's ping writer races with its closing of the session's stdin
-	// (x/crypto/ssh channel.CloseWrite vs Write): a bug in remote, reported.
-	poolKeepAlive = -1
-	t.Cleanup(func() { poolKeepAlive = 0 })
 	src := t.TempDir()
 	tree := []node{
 		{path: "tree", mode: os.ModeDir | 0o750},

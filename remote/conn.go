@@ -424,11 +424,9 @@ func (c *hostConn) close() {
 	c.closing = true
 	c.mu.Unlock()
 	if !already {
-		if c.w != nil {
-			b, _ := wire.Marshal(&wire.Bye{Reason: "master closing"})
-			c.w.WriteMessage(wire.KindBye, 0, b)
-		}
-		c.stdin.Close()
+		b, _ := wire.Marshal(&wire.Bye{Reason: "master closing"})
+		c.w.WriteMessage(wire.KindBye, 0, b)
+		c.w.Close(c.stdin)
 		select {
 		case <-c.done:
 		case <-time.After(2 * time.Second):

@@ -3,6 +3,7 @@ package wire
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -44,11 +45,11 @@ func (l Limits) maxPartial() int {
 // Reader reads frames, and messages assembled from frames, from a stream.
 // It is not safe for concurrent use: one goroutine owns it.
 type Reader struct {
-	r      *bufio.Reader
-	lim    Limits
-	hdr    [HeaderLen]byte
-	parts  map[partKey][]byte // messages being assembled; owned by the reader
-	held   int                // bytes in parts
+	r     *bufio.Reader
+	lim   Limits
+	hdr   [HeaderLen]byte
+	parts map[partKey][]byte // messages being assembled; owned by the reader
+	held  int                // bytes in parts
 }
 
 type partKey struct {
@@ -270,4 +271,22 @@ func putHeader(hdr []byte, f Frame, n int) {
 		hdr[4] |= moreBit
 	}
 	binary.BigEndian.PutUint32(hdr[5:9], f.Job)
+}
+
+// ErrWriterClosed is returned by writes after Close.
+var ErrWriterClosed = errors.New("wire: writer closed")
+
+// Close flushes what is buffered, then closes c (normally the stream under
+// the writer) while no write is under way, so that the stream's Close never
+// races a Write. Later writes fail with ErrWriterClosed.
+func (w *Writer) Close(c io.Closer) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		w.err = w.w.Flush()
+	}
+	if w.err == nil {
+		w.err = ErrWriterClosed
+	}
+	return c.Close()
 }
