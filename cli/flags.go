@@ -349,12 +349,6 @@ func (j *jobFlags) register(f *flagSet, withChdir bool) {
 	f.str(&j.agentCache, "DIR", "agent cache directory on the hosts (default ~/.cache/toworker)", "agent-cache")
 }
 
-// poolKeepAlive is PoolConfig.KeepAlive; zero is the pool's default.
-// Tests that run longer than the keepalive interval turn keepalives off:
-// remote's keepalive ping can race with closing the connection's stdin
-// (reported to the remote package's owners).
-var poolKeepAlive time.Duration
-
 // maxFailCount returns how many failures stop the run, 0 for no limit.
 func (j *jobFlags) maxFailCount(total int) (int, error) {
 	s := strings.TrimSpace(j.maxFail)
@@ -398,7 +392,6 @@ func (j *jobFlags) poolConfig() remote.PoolConfig {
 	if j.timeout > 0 {
 		cfg.Timeout = j.timeout
 	}
-	cfg.KeepAlive = poolKeepAlive
 	return cfg
 }
 

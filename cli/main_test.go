@@ -38,12 +38,6 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "start sshd lab:", err)
 		os.Exit(1)
 	}
-	// A connection that lived past the keepalive interval (5 s, reached
-	// by the large copy under -race or on a loaded machine) makes the race
-	// detector fail the test: remote's ping writer races with its closing
-	// of the session's stdin (x/crypto/ssh channel.Write vs CloseWrite), a
-	// bug in package remote, reported to its owners. Remove once fixed.
-	poolKeepAlive = -1
 	os.Setenv("HOME", lab.HomeDir)
 	os.Unsetenv("SSH_AUTH_SOCK")
 	os.Unsetenv("WCOLL")

@@ -106,8 +106,18 @@ type outcome struct {
 	failure error // transport failure; may be retried
 }
 
+// call is the wire form of the attempt's job.
+func (a *attempt) call(timeout time.Duration) *wire.Call {
+	r := a.run
+	call := &wire.Call{Func: r.job.Func, Data: r.data, Chdir: r.job.Chdir, Desc: r.job.Desc}
+	if timeout > 0 {
+		call.TimeoutMillis = timeout.Milliseconds()
+	}
+	return call
+}
+
 // exec sends the call on c and handles the attempt's events until it ends.
-func (a *attempt) exec(c *hostConn, timeout time.Duration) outcome {
+func (a *attempt) exec(c *hostConn, call *wire.Call, timeout time.Duration) outcome {
 	r := a.run
 	ctx := r.ctx
 	if timeout > 0 {
@@ -116,13 +126,11 @@ func (a *attempt) exec(c *hostConn, timeout time.Duration) outcome {
 		defer cancel()
 	}
 	start := time.Now()
-	call := &wire.Call{Func: r.job.Func, Data: r.data, Chdir: r.job.Chdir, Desc: r.job.Desc}
-	if timeout > 0 {
-		call.TimeoutMillis = timeout.Milliseconds()
-	}
-	if err := c.start(a, call); err != nil {
-		close(a.quit)
-		return outcome{failure: &FailureError{Host: a.host, Desc: r.job.Desc, Op: "run", Err: err}}
+	if a.conn == nil { // not already sent with the bootstrap
+		if err := c.start(a, call); err != nil {
+			close(a.quit)
+			return outcome{failure: &FailureError{Host: a.host, Desc: r.job.Desc, Op: "run", Err: err}}
+		}
 	}
 	for {
 		select {

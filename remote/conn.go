@@ -2,6 +2,7 @@ package remote
 
 import (
 	"bufio"
+	"encoding/binary"
 	"bytes"
 	"context"
 	"errors"
@@ -22,8 +23,9 @@ import (
 type hostConn struct {
 	host   string
 	client *sshdial.Client
-	sess   *ssh.Session
-	stdin  io.WriteCloser
+	ch     ssh.Channel    // the session running the boss
+	stdin  io.WriteCloser // the session's stdin
+	exit   chan int       // the bootstrap's exit status, if it ended
 	w      *wire.Writer
 	r      *wire.Reader
 	agent  wire.Hello // the boss's hello; static after start
@@ -51,7 +53,7 @@ type connectOptions struct {
 }
 
 // dialHost connects to host, puts the agent in place and starts it.
-func dialHost(ctx context.Context, host string, o connectOptions) (*hostConn, error) {
+func dialHost(ctx context.Context, host string, o connectOptions, first *attempt, firstCall *wire.Call) (*hostConn, error) {
 	t, err := sshdial.Resolve(host, o.ssh)
 	if err != nil {
 		return nil, &FailureError{Host: host, Op: "connect", Err: err}
@@ -60,7 +62,7 @@ func dialHost(ctx context.Context, host string, o connectOptions) (*hostConn, er
 	if err != nil {
 		return nil, &FailureError{Host: host, Op: "connect", Err: err}
 	}
-	c, err := startAgent(ctx, host, client, o)
+	c, err := startAgent(ctx, host, client, o, first, firstCall)
 	if err != nil {
 		client.Close()
 		return nil, &FailureError{Host: host, Op: "bootstrap", Err: err}
@@ -69,43 +71,45 @@ func dialHost(ctx context.Context, host string, o connectOptions) (*hostConn, er
 }
 
 // startAgent runs the bootstrap on a connected client and completes the
-// handshake with the boss.
-func startAgent(ctx context.Context, host string, client *sshdial.Client, o connectOptions) (*hostConn, error) {
+// handshake with the boss. When first is not nil its call is sent in the
+// same write as the preamble, before the agent has answered: on a cached
+// host the call costs no round trip of its own.
+func startAgent(ctx context.Context, host string, client *sshdial.Client, o connectOptions, first *attempt, firstCall *wire.Call) (*hostConn, error) {
 	cmd, err := o.agents.command()
 	if err != nil {
 		return nil, err
 	}
-	sess, err := client.NewSession()
+	ch, reqs, err := client.OpenChannel("session", nil)
 	if err != nil {
 		return nil, fmt.Errorf("open session: %w", err)
 	}
 	c := &hostConn{
 		host:    host,
 		client:  client,
-		sess:    sess,
+		ch:      ch,
 		stderr:  &tailBuffer{max: 8 << 10},
 		pending: make(map[uint32]*attempt),
 		done:    make(chan struct{}),
+		exit:    make(chan int, 1),
 	}
+	c.stdin = channelStdin{ch}
 	ok := false
 	defer func() {
 		if !ok {
-			sess.Close()
+			ch.Close()
 		}
 	}()
-	if c.stdin, err = sess.StdinPipe(); err != nil {
-		return nil, err
-	}
-	stdout, err := sess.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	sess.Stderr = c.stderr
-	// Bound the whole bootstrap by ctx: closing the session unblocks reads.
-	stopWatch := context.AfterFunc(ctx, func() { sess.Close() })
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); c.channelRequests(reqs) }()
+	go func() { defer c.wg.Done(); io.Copy(c.stderr, ch.Stderr()) }()
+	// Bound the whole bootstrap by ctx: closing the channel unblocks reads.
+	stopWatch := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stopWatch()
 
-	if err := sess.Start(cmd); err != nil {
+	// exec without waiting for sshd's reply: the preamble and frames follow
+	// in the same flight. sshd handles the request before the data, and a
+	// failed exec shows as the channel closing.
+	if _, err := ch.SendRequest("exec", false, ssh.Marshal(struct{ Command string }{cmd})); err != nil {
 		return nil, fmt.Errorf("start agent: %w", err)
 	}
 	helloFrame, err := wire.Marshal(&o.hello)
@@ -113,11 +117,21 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 		return nil, err
 	}
 	block := wire.AppendFrame(nil, wire.Frame{Kind: wire.KindHello, Payload: helloFrame})
+	if first != nil {
+		data, err := wire.Marshal(firstCall)
+		if err != nil {
+			return nil, err
+		}
+		if len(data) <= wire.ChunkSize {
+			c.register(first)
+			block = wire.AppendFrame(block, wire.Frame{Kind: wire.KindCall, Job: first.id, Payload: data})
+		}
+	}
 	preamble := fmt.Sprintf("%s %d %d\n", wire.MasterPreamble, wire.Version, len(block))
-	if _, err := io.WriteString(c.stdin, preamble+string(block)); err != nil {
+	if _, err := c.stdin.Write(append([]byte(preamble), block...)); err != nil {
 		return nil, c.bootErr(ctx, "send preamble", err)
 	}
-	br := bufio.NewReaderSize(stdout, 64<<10)
+	br := bufio.NewReaderSize(ch, 64<<10)
 	if err := c.awaitAgent(ctx, br, o, block); err != nil {
 		return nil, err
 	}
@@ -142,6 +156,28 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 		go c.keepalive(o.pingIntv)
 	}
 	return c, nil
+}
+
+// channelStdin is the session's stdin; closing it sends EOF.
+type channelStdin struct{ ch ssh.Channel }
+
+func (s channelStdin) Write(p []byte) (int, error) { return s.ch.Write(p) }
+func (s channelStdin) Close() error                { return s.ch.CloseWrite() }
+
+// channelRequests records the command's exit status and answers nothing
+// else.
+func (c *hostConn) channelRequests(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		if req.Type == "exit-status" && len(req.Payload) >= 4 {
+			select {
+			case c.exit <- int(binary.BigEndian.Uint32(req.Payload)):
+			default:
+			}
+		}
+		if req.WantReply {
+			req.Reply(false, nil)
+		}
+	}
 }
 
 // awaitAgent reads the text the bootstrap prints until the agent's marker,
@@ -217,15 +253,9 @@ func (c *hostConn) bootErr(ctx context.Context, step string, err error) error {
 }
 
 func (c *hostConn) waitStatus() (int, bool) {
-	done := make(chan error, 1)
-	go func() { done <- c.sess.Wait() }()
 	select {
-	case err := <-done:
-		var ee *ssh.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitStatus(), true
-		}
-		return 0, err == nil
+	case st := <-c.exit:
+		return st, true
 	case <-time.After(time.Second):
 		return 0, false
 	}
@@ -267,7 +297,7 @@ func (c *hostConn) readLoop() {
 	pend := c.pending
 	c.pending = map[uint32]*attempt{}
 	c.mu.Unlock()
-	c.sess.Close()
+	c.ch.Close()
 	c.client.Close()
 	for _, a := range pend {
 		a.fail(&FailureError{Host: c.host, Desc: a.run.job.Desc, Op: "run", Err: err})
@@ -336,11 +366,24 @@ func (c *hostConn) start(a *attempt, call *wire.Call) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
+	if err := c.register(a); err != nil {
+		return err
+	}
+	if err := c.w.WriteMessage(wire.KindCall, a.id, data); err != nil {
+		c.mu.Lock()
+		delete(c.pending, a.id)
 		c.mu.Unlock()
 		return err
+	}
+	return nil
+}
+
+// register gives a its job id on c and routes c's frames for it to a.
+func (c *hostConn) register(a *attempt) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
 	}
 	c.nextID++
 	if c.nextID == 0 {
@@ -349,13 +392,6 @@ func (c *hostConn) start(a *attempt, call *wire.Call) error {
 	a.id = c.nextID
 	a.conn = c
 	c.pending[a.id] = a
-	c.mu.Unlock()
-	if err := c.w.WriteMessage(wire.KindCall, a.id, data); err != nil {
-		c.mu.Lock()
-		delete(c.pending, a.id)
-		c.mu.Unlock()
-		return err
-	}
 	return nil
 }
 

@@ -372,18 +372,24 @@ func (p *Pool) execute(r *Run, h *hostState) {
 		timeout = r.job.Timeout
 	}
 	var o outcome
-	c, err := p.conn(h)
+	a := newAttempt(p, r, h.name)
+	call := a.call(timeout)
+	c, err := p.connFor(h, a, call)
 	if err != nil {
 		o.failure = err
 	} else {
-		o = newAttempt(p, r, h.name).exec(c, timeout)
+		o = a.exec(c, call, timeout)
 	}
 	p.attemptDone(r, h, c, o)
 }
 
 // conn returns h's live connection, dialling it if needed; concurrent
 // callers share one dial.
-func (p *Pool) conn(h *hostState) (*hostConn, error) {
+func (p *Pool) conn(h *hostState) (*hostConn, error) { return p.connFor(h, nil, nil) }
+
+// connFor is conn for an attempt: when this call dials, first's call is
+// pipelined with the bootstrap (first.id is then set).
+func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call) (*hostConn, error) {
 	p.mu.Lock()
 	for {
 		if h.conn != nil && h.conn.alive() {
@@ -425,7 +431,7 @@ func (p *Pool) conn(h *hostState) (*hostConn, error) {
 			p.total.uploads++
 			p.mu.Unlock()
 		}
-		c, err = dialHost(ctx, h.name, opts)
+		c, err = dialHost(ctx, h.name, opts, first, firstCall)
 		cancel()
 		<-p.connSem
 	case <-p.ctx.Done():
