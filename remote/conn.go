@@ -2,9 +2,9 @@ package remote
 
 import (
 	"bufio"
-	"encoding/binary"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
