@@ -1,0 +1,79 @@
+package remote_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/toworker/toworker/remote"
+)
+
+// A typed call: the function runs on the host, its result comes back typed.
+func ExampleCall() {
+	sq, err := remote.Call(context.Background(), "h1", Square, 12)
+	fmt.Println(sq, err)
+	// Output: 144 <nil>
+}
+
+// DoRemoteJob with a callback into the master and the job's LocalData.
+func ExampleDoRemoteJob() {
+	progress := 0
+	run := remote.DoRemoteJob(context.Background(), remote.Job{
+		Host: "h1",
+		Func: Count.Name(),
+		Data: CountIn{Words: []string{"to", "worker"}},
+		Desc: "count words",
+		Callbacks: map[string]remote.Callback{
+			"progress": func(ctx context.Context, req remote.CallbackRequest) (any, error) {
+				*req.LocalData.(*int)++
+				return "ack", nil
+			},
+		},
+		LocalData: &progress,
+		OnOutput:  func(line string) { fmt.Println("out:", line) },
+		OnError:   func(line string) {}, // stderr lines; nil would print them prefixed
+	})
+	res, err := run.Wait()
+	var out CountOut
+	if err == nil {
+		err = res.Decode(&out)
+	}
+	fmt.Println(out.N, out.Acks, progress, err)
+	// Output:
+	// out: word 0: to
+	// out: word 1: worker
+	// 2 [ack ack] 2 <nil>
+}
+
+// A pool spreads jobs over hosts; Next returns them in completion order.
+func ExampleNewPool() {
+	pool, err := remote.NewPool(context.Background(), remote.PoolConfig{
+		Hosts:      []string{"h1", "h2", "h3", "h4"},
+		MaxPerHost: 2,
+		Retries:    1,
+		Stdout:     os.Stdout,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer pool.Close()
+	for i := range 10 {
+		pool.Submit(context.Background(), remote.Job{Func: Square.Name(), Data: i})
+	}
+	sum := 0
+	for pool.Pending() > 0 {
+		run, err := pool.Next(context.Background())
+		if err != nil {
+			break
+		}
+		var sq int
+		res, err := run.Wait()
+		if err == nil {
+			err = res.Decode(&sq)
+		}
+		sum += sq
+	}
+	fmt.Println("sum of squares:", sum)
+	// Output: sum of squares: 285
+}
