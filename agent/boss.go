@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,13 +19,10 @@ import (
 	"github.com/toworker/toworker/internal/wire"
 )
 
-// Bounds on waiting for a job's output after its result. A job's output ends
-// when every process holding its pipes has closed them; a daemon the job
-// left running could hold them forever.
+// Bounds on collecting a dead worker's crash output.
 const (
-	outputGrace = time.Second
-	crashGrace  = time.Second
-	crashMax    = 64 << 10
+	crashGrace = time.Second
+	crashMax   = 64 << 10
 )
 
 // boss is the long-lived agent process of one master connection. It reads
@@ -50,8 +48,12 @@ type boss struct {
 type bworker struct {
 	cmd   *exec.Cmd
 	pid   int
-	conn  *fdConn
+	conn  *net.UnixConn
 	sendq chan sendItem // frames to the worker; closed to retire it
+	// The read ends of the worker's stdout and stderr pipes. The worker
+	// reads them; the boss only drains what is left when the worker dies
+	// during a job.
+	pipes [2]*os.File
 	// guarded by boss.mu:
 	job     *bjob
 	jobs    int
@@ -64,17 +66,14 @@ type bworker struct {
 
 type sendItem struct {
 	frame wire.Frame
-	files []*os.File // sent with the frame, then closed
 }
 
 // bjob is one job the boss has handed to a worker.
 type bjob struct {
 	id       uint32
 	w        *bworker
-	output   sync.WaitGroup // the two output readers
-	pipes    [2]*os.File    // read ends of stdout and stderr
-	canceled bool           // guarded by boss.mu
-	resulted bool           // guarded by boss.mu: the worker began sending the result
+	canceled bool // guarded by boss.mu
+	resulted bool // guarded by boss.mu: the worker began sending the result
 }
 
 // serveBoss runs the boss until the master goes away.
@@ -248,19 +247,7 @@ func (b *boss) routeCall(f wire.Frame) error {
 			return err
 		}
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		b.mu.Unlock()
-		return err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		b.mu.Unlock()
-		return err
-	}
-	j := &bjob{id: f.Job, w: w, pipes: [2]*os.File{outR, errR}}
+	j := &bjob{id: f.Job, w: w}
 	w.job = j
 	w.jobs++
 	b.jobs[f.Job] = j
@@ -270,47 +257,25 @@ func (b *boss) routeCall(f wire.Frame) error {
 		}
 	}
 	b.mu.Unlock()
-
-	j.output.Add(2)
-	b.wg.Add(2)
-	go b.copyOutput(j, outR, wire.KindStdout)
-	go b.copyOutput(j, errR, wire.KindStderr)
-	w.send(sendItem{frame: f, files: []*os.File{outW, errW}})
+	w.send(sendItem{frame: f})
 	return nil
 }
 
-// copyOutput forwards one of a job's output pipes to the master.
-func (b *boss) copyOutput(j *bjob, r *os.File, k wire.Kind) {
-	defer b.wg.Done()
-	defer j.output.Done()
+// drainOutput forwards what is left in a dead worker's output pipes as job
+// j's output.
+func (b *boss) drainOutput(w *bworker, j *bjob) {
 	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if b.out.WriteFrame(wire.Frame{Kind: k, Job: j.id, Payload: buf[:n]}) != nil {
-				return
+	for i, f := range w.pipes {
+		fd := int(f.Fd())
+		syscall.SetNonblock(fd, true)
+		for range 1024 { // at most 32 MiB: the pipe holds far less
+			n, err := syscall.Read(fd, buf)
+			if n <= 0 || err != nil {
+				break
 			}
-		}
-		if err != nil {
-			return
+			b.out.WriteFrame(wire.Frame{Kind: streamKinds[i], Job: j.id, Payload: buf[:n]})
 		}
 	}
-}
-
-// waitOutput waits for the job's output to end, bounded by outputGrace,
-// then closes the pipes.
-func (j *bjob) waitOutput() {
-	done := make(chan struct{})
-	go func() { j.output.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(outputGrace):
-		j.pipes[0].Close()
-		j.pipes[1].Close()
-		<-done
-	}
-	j.pipes[0].Close()
-	j.pipes[1].Close()
 }
 
 // spawnLocked starts a worker process. b.mu is held.
@@ -327,28 +292,43 @@ func (b *boss) spawnLocked() (*bworker, error) {
 		theirs.Close()
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
+	var pr, pw [2]*os.File
+	for i := range pr {
+		if pr[i], pw[i], err = os.Pipe(); err != nil {
+			mine.Close()
+			theirs.Close()
+			crashR.Close()
+			crashW.Close()
+			closeAll(pr[:i])
+			closeAll(pw[:i])
+			return nil, fmt.Errorf("start worker: %w", err)
+		}
+	}
 	cmd := exec.Command(b.exe, agentFlag, "worker")
-	cmd.ExtraFiles = []*os.File{theirs, crashW}
+	cmd.Stdout, cmd.Stderr = pw[0], pw[1]
+	cmd.ExtraFiles = []*os.File{theirs, crashW, pr[0], pr[1]} // fds 3, 4, 5, 6
 	cmd.SysProcAttr = workerSysProcAttr()
-	cmd.Dir = "/"
 	err = cmd.Start()
 	theirs.Close()
 	crashW.Close()
+	closeAll(pw[:])
 	if err != nil {
 		mine.Close()
 		crashR.Close()
+		closeAll(pr[:])
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
-	conn, err := newFDConn(mine)
+	nc, err := net.FileConn(mine)
 	mine.Close()
 	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
 		crashR.Close()
+		closeAll(pr[:])
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	w := &bworker{
-		cmd: cmd, pid: cmd.Process.Pid, conn: conn,
+		cmd: cmd, pid: cmd.Process.Pid, conn: nc.(*net.UnixConn), pipes: pr,
 		sendq:     make(chan sendItem, 64),
 		crashDone: make(chan struct{}),
 		readDone:  make(chan struct{}),
@@ -367,13 +347,7 @@ func (b *boss) spawnLocked() (*bworker, error) {
 // send queues a frame for the worker. It never blocks past the worker's
 // death: a retired worker's queue is drained by its send loop.
 func (w *bworker) send(it sendItem) {
-	defer func() {
-		if recover() != nil { // queue closed: the worker was retired
-			for _, f := range it.files {
-				f.Close()
-			}
-		}
-	}()
+	defer func() { recover() }() // queue closed: the worker was retired
 	w.sendq <- it
 }
 
@@ -384,20 +358,12 @@ func (w *bworker) sendLoop() {
 	for it := range w.sendq {
 		if !broken {
 			buf = wire.AppendFrame(buf[:0], it.frame)
-			var err error
-			if len(it.files) > 0 {
-				err = w.conn.writeWithFiles(buf, it.files...)
-			} else {
-				_, err = w.conn.Write(buf)
-			}
+			_, err := w.conn.Write(buf)
 			broken = err != nil
-		}
-		for _, f := range it.files {
-			f.Close()
 		}
 	}
 	// Retired: closing our end makes the worker's reader see EOF and exit.
-	w.conn.c.CloseWrite()
+	w.conn.CloseWrite()
 }
 
 func (w *bworker) readCrash(r *os.File) {
@@ -415,9 +381,8 @@ func (w *bworker) readCrash(r *os.File) {
 	}
 }
 
-// workerReadLoop forwards the worker's frames to the master. A result is
-// held back until the job's output has ended, so the master sees every line
-// before the result.
+// workerReadLoop forwards the worker's frames to the master, in the order
+// the worker sent them: a job's output before its result.
 func (b *boss) workerReadLoop(w *bworker) {
 	defer close(w.readDone)
 	r := wire.NewReader(w.conn, wire.Limits{})
@@ -435,14 +400,10 @@ func (b *boss) workerReadLoop(w *bworker) {
 			b.mu.Unlock()
 			continue // a frame for a job the boss already closed
 		}
-		first := f.Kind == wire.KindResult && !j.resulted
 		if f.Kind == wire.KindResult {
 			j.resulted = true
 		}
 		b.mu.Unlock()
-		if first {
-			j.waitOutput()
-		}
 		if f.Kind == wire.KindResult && !f.More {
 			// The worker is free before the master learns the result, so
 			// that the master's next call finds it idle.
@@ -484,7 +445,7 @@ func (b *boss) reap(w *bworker) {
 	select {
 	case <-w.readDone:
 	case <-time.After(crashGrace):
-		w.conn.c.Close()
+		w.conn.Close()
 		<-w.readDone
 	}
 	b.mu.Lock()
@@ -507,9 +468,11 @@ func (b *boss) reap(w *bworker) {
 	stopping := b.stopping
 	b.mu.Unlock()
 	if j == nil || stopping {
+		closeAll(w.pipes[:])
 		return
 	}
-	j.waitOutput()
+	b.drainOutput(w, j)
+	closeAll(w.pipes[:])
 	select {
 	case <-w.crashDone:
 	case <-time.After(crashGrace):
@@ -521,6 +484,14 @@ func (b *boss) reap(w *bworker) {
 	}
 	b.out.WriteFrame(wire.Frame{Kind: wire.KindAbort, Job: j.id})
 	b.out.WriteValue(wire.KindResult, j.id, &wire.Result{Err: werr, WorkerPID: w.pid, WorkerJobs: w.jobs})
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // exitError describes a worker that died during a job.

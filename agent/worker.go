@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/toworker/toworker/callback"
 	"github.com/toworker/toworker/internal/jobctx"
@@ -28,8 +27,9 @@ const (
 
 // worker runs jobs one at a time, in this process, for the boss.
 type worker struct {
-	conn  *fdConn
+	conn  net.Conn
 	w     *wire.Writer
+	out   *capture
 	host  string
 	calls chan workerCall // owned by the reader goroutine, which closes it
 	jobs  int
@@ -42,7 +42,6 @@ type worker struct {
 type workerCall struct {
 	job  uint32
 	call *wire.Call
-	fds  []int
 }
 
 // serveWorker is the worker process's main loop. It returns when the boss
@@ -56,7 +55,7 @@ func serveWorker() error {
 		_ = debug.SetCrashOutput(crash, debug.CrashOptions{})
 		crash.Close()
 	}
-	conn, err := newFDConn(os.NewFile(workerSocketFD, "boss"))
+	conn, err := net.FileConn(os.NewFile(workerSocketFD, "boss"))
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -67,6 +66,7 @@ func serveWorker() error {
 		calls:   make(chan workerCall, 1),
 		pending: make(map[uint64]chan *wire.CallbackReply),
 	}
+	wk.out = newCapture(wk.w)
 	r := wire.NewReader(conn, wire.Limits{})
 	f, err := r.ReadMessage()
 	if err != nil {
@@ -113,14 +113,10 @@ func (wk *worker) readLoop(r *wire.Reader) {
 		switch f.Kind {
 		case wire.KindCall:
 			v, err := wire.Decode(f.Kind, f.Payload)
-			fds, ok := wk.conn.popFDs(2)
-			if err != nil || !ok {
-				for _, fd := range fds {
-					syscall.Close(fd)
-				}
+			if err != nil {
 				return
 			}
-			wk.calls <- workerCall{job: f.Job, call: v.(*wire.Call), fds: fds}
+			wk.calls <- workerCall{job: f.Job, call: v.(*wire.Call)}
 		case wire.KindCallbackReply:
 			v, err := wire.Decode(f.Kind, f.Payload)
 			if err != nil {
@@ -153,13 +149,10 @@ func (wk *worker) runInit(name string) *wire.Error {
 	return werr
 }
 
-// runJob runs one call with its stdout and stderr on the pipes the boss sent.
+// runJob runs one call, its output attributed to it until it returns.
 func (wk *worker) runJob(c workerCall, initErr *wire.Error) *wire.Result {
-	unix.Dup2(c.fds[0], 1)
-	unix.Dup2(c.fds[1], 2)
-	syscall.Close(c.fds[0])
-	syscall.Close(c.fds[1])
-	defer restoreStdio()
+	wk.out.start(c.job)
+	defer wk.out.finish()
 	if initErr != nil {
 		return &wire.Result{Err: initErr}
 	}
@@ -168,9 +161,9 @@ func (wk *worker) runJob(c workerCall, initErr *wire.Error) *wire.Result {
 		return &wire.Result{Err: &wire.Error{Kind: wire.ErrKindUnknownFunc,
 			Message: fmt.Sprintf("no function %q is registered in the agent (registered: %v)", c.call.Func, Names())}}
 	}
-	if c.call.Chdir != "" {
+	if dir := expandHome(c.call.Chdir); dir != "" {
 		prev, _ := os.Getwd()
-		if err := os.Chdir(c.call.Chdir); err != nil {
+		if err := os.Chdir(dir); err != nil {
 			return &wire.Result{Err: &wire.Error{Kind: wire.ErrKindChdir, Message: err.Error()}}
 		}
 		if prev != "" {
@@ -181,6 +174,20 @@ func (wk *worker) runJob(c workerCall, initErr *wire.Error) *wire.Result {
 	ctx := jobctx.With(context.Background(), link)
 	data, werr := invoke(ctx, e, c.call.Data)
 	return &wire.Result{Data: data, Err: werr}
+}
+
+// expandHome expands a leading "~" or "~/" in a job's directory to the home
+// directory, as a login shell would. Without Chdir a job runs where sshd
+// started the agent: the user's home directory.
+func expandHome(dir string) string {
+	if dir != "~" && !strings.HasPrefix(dir, "~/") {
+		return dir
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return dir
+	}
+	return home + dir[1:]
 }
 
 // invoke runs a registered function, turning a panic into an error.
@@ -196,19 +203,6 @@ func invoke(ctx context.Context, e *entry, data []byte) (out []byte, werr *wire.
 		return nil, &wire.Error{Kind: errorKind(err), Message: err.Error()}
 	}
 	return out, nil
-}
-
-// restoreStdio points fd 1 and 2 back at /dev/null between jobs, so that
-// the job's pipes close and nothing written later lands in another job's
-// output.
-func restoreStdio() {
-	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		return
-	}
-	unix.Dup2(int(null.Fd()), 1)
-	unix.Dup2(int(null.Fd()), 2)
-	null.Close()
 }
 
 // jobLink is the running job's side of package callback.
@@ -296,5 +290,3 @@ func (h *logHandler) WithGroup(name string) slog.Handler {
 	h2.group = h.group + name + "."
 	return &h2
 }
-
-var _ io.Writer = (*fdConn)(nil)

@@ -3,20 +3,30 @@ package remote
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/toworker/toworker/internal/sshdial"
+	"github.com/toworker/toworker/internal/wire"
 )
 
-// AgentOptions choose the agent binary put on hosts. The zero value ships the
-// master's own executable (which must call agent.ServeIfAgent first thing in
-// main) to hosts of the master's platform.
+// AgentOptions choose the agent binary put on hosts, where it is kept there,
+// and as whom it runs. The zero value ships the master's own executable
+// (which must call agent.ServeIfAgent first thing in main) to hosts of the
+// master's platform, caches it in the login user's
+// ${XDG_CACHE_HOME:-$HOME/.cache}/toworker and runs it as the login user.
 type AgentOptions struct {
 	// Binary is the agent for hosts of the master's own OS and
 	// architecture. Empty means the running executable.
@@ -25,9 +35,44 @@ type AgentOptions struct {
 	// `make agents` builds them). Empty means none.
 	Dir string
 	// CacheDir is the directory on the host that holds cached agents, an
-	// absolute path. Empty means ${XDG_CACHE_HOME:-$HOME/.cache}/toworker.
+	// absolute path. Empty means ${XDG_CACHE_HOME:-$HOME/.cache}/toworker
+	// of the user the agent runs as (see Become).
 	CacheDir string
+	// Path is the absolute path of an agent already installed on the
+	// hosts. When set, that file is run instead of a cached or uploaded
+	// one, but only after its SHA-256 has been checked against the master's
+	// agent for the host's platform (Binary or Dir): a different file is
+	// an error and is never run. Nothing is uploaded and the cache is not
+	// used. The file must be owned by root or by the user the agent runs as
+	// and must not be writable by its group or others (the check and the
+	// exec are two steps). Empty means upload to the cache.
+	Path string
+	// Become, when set, is a user name: the agent, and so every job on the
+	// connection, runs as that user, started through `sudo -n -u Become`
+	// (or `doas -n -u Become` on hosts without sudo). No password is ever
+	// typed: the login user needs a rule that lets it run /bin/sh as that
+	// user without a password (sudoers NOPASSWD, doas.conf nopass);
+	// otherwise connecting fails at once with an error wrapping ErrBecome.
+	// The agent cache is then the Become user's own, so that the file run
+	// belongs to who runs it: CacheDir if set, else ~Become/.cache/toworker
+	// (the home directory from the password database; XDG_CACHE_HOME is
+	// ignored, because what sshd passes on is the login user's). Empty
+	// means run as the login user.
+	Become string
+	// KeepVersions is how many agent files the cache keeps. Whenever the
+	// bootstrap adds one, it removes the least recently used beyond that
+	// number (the agent being started is always kept; every start marks
+	// its file used). Zero means 3; negative means never remove any.
+	KeepVersions int
 }
+
+// defaultKeepVersions is KeepVersions' zero value.
+const defaultKeepVersions = 3
+
+// notePrefix starts a line the bootstrap prints to tell the master
+// something it should pass on to the user (a fallback taken) without
+// failing.
+const notePrefix = "toworker-note "
 
 // platform is a GOOS/GOARCH pair and how uname -sm names it.
 type platform struct{ goos, goarch string }
@@ -46,33 +91,75 @@ var unamePlatforms = map[string]platform{
 	"FreeBSD aarch64": {"freebsd", "arm64"},
 }
 
-// agentBinary is one agent file, hashed and compressed once per process.
+// unameNames lists unamePlatforms' keys in a fixed order, so that the
+// script is the same from run to run.
+var unameNames = func() []string {
+	var names []string
+	for u := range unamePlatforms {
+		names = append(names, u)
+	}
+	sort.Strings(names)
+	return names
+}()
+
+// agentBinary is one agent file, hashed once and compressed once per
+// process, each when first needed.
 type agentBinary struct {
 	path string
 	plat platform
 
-	once sync.Once
-	hash string // hex SHA-256 of the uncompressed binary
-	gz   []byte // gzip of the binary, as uploaded
-	err  error
+	hashOnce sync.Once
+	hash     string // hex SHA-256 of the uncompressed binary
+	hashErr  error
+
+	gzOnce sync.Once
+	gz     []byte // gzip of the binary, as uploaded
+	gzErr  error
 }
 
+// loadHash computes the binary's hash.
+func (b *agentBinary) loadHash() error {
+	b.hashOnce.Do(func() {
+		f, err := os.Open(b.path)
+		if err != nil {
+			b.hashErr = fmt.Errorf("read agent binary: %w", err)
+			return
+		}
+		defer f.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			b.hashErr = fmt.Errorf("read agent binary %s: %w", b.path, err)
+			return
+		}
+		b.hash = hex.EncodeToString(h.Sum(nil))
+	})
+	return b.hashErr
+}
+
+// load computes the hash and the compressed upload. The hash is that of
+// the bytes compressed, whatever happened to the file in between.
 func (b *agentBinary) load() error {
-	b.once.Do(func() {
+	if err := b.loadHash(); err != nil {
+		return err
+	}
+	b.gzOnce.Do(func() {
 		raw, err := os.ReadFile(b.path)
 		if err != nil {
-			b.err = fmt.Errorf("read agent binary: %w", err)
+			b.gzErr = fmt.Errorf("read agent binary: %w", err)
 			return
 		}
 		sum := sha256.Sum256(raw)
-		b.hash = hex.EncodeToString(sum[:])
+		if hex.EncodeToString(sum[:]) != b.hash {
+			b.gzErr = fmt.Errorf("agent binary %s changed while the master runs: restart the master", b.path)
+			return
+		}
 		var buf bytes.Buffer
 		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 		zw.Write(raw)
 		zw.Close()
 		b.gz = buf.Bytes()
 	})
-	return b.err
+	return b.gzErr
 }
 
 // agentSet is the agents available for one AgentOptions.
@@ -94,13 +181,14 @@ func agentsFor(opts AgentOptions) (*agentSet, error) {
 	if s, ok := agentSets.sets[opts]; ok {
 		return s, nil
 	}
-	if opts.CacheDir != "" {
-		if !filepath.IsAbs(opts.CacheDir) {
-			return nil, fmt.Errorf("remote: agent cache directory %q is not an absolute path", opts.CacheDir)
-		}
-		if strings.ContainsAny(opts.CacheDir, "'\"\\!$`\n\r") {
-			return nil, fmt.Errorf("remote: agent cache directory %q contains a character the bootstrap cannot quote for every login shell (' \" \\ ! $ ` or a newline)", opts.CacheDir)
-		}
+	if err := checkHostPath("agent cache directory", "CacheDir", opts.CacheDir); err != nil {
+		return nil, err
+	}
+	if err := checkHostPath("pre-installed agent", "Path", opts.Path); err != nil {
+		return nil, err
+	}
+	if err := checkBecome(opts.Become); err != nil {
+		return nil, err
 	}
 	s := &agentSet{opts: opts, byPlat: make(map[platform]*agentBinary)}
 	self := opts.Binary
@@ -150,6 +238,77 @@ func agentsFor(opts AgentOptions) (*agentSet, error) {
 	return s, nil
 }
 
+// checkHostPath validates a path on the host that the bootstrap puts
+// between double quotes: it must be absolute and hold nothing that any
+// login shell (sh, bash, zsh, tcsh, fish) would interpret there or in the
+// single quotes around the script.
+func checkHostPath(what, field, p string) error {
+	if p == "" {
+		return nil
+	}
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("remote: %s %q (AgentOptions.%s) is not an absolute path", what, p, field)
+	}
+	if !quotable(p) {
+		return fmt.Errorf("remote: %s %q (AgentOptions.%s) contains a character the bootstrap cannot quote for every login shell (' \" \\ ! $ ` or a control character)", what, p, field)
+	}
+	return nil
+}
+
+// quotable reports whether s can stand between double quotes in the
+// script: valid UTF-8 with no control character and none of ' " \ ! $ `.
+func quotable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || strings.ContainsRune("'\"\\!$`", r) {
+			return false
+		}
+	}
+	return true
+}
+
+// hostPlatforms remembers, for the life of the process, the platform each
+// host's agent reported in its hello, keyed by platformKey: the next
+// connection to the host then skips `uname` and looks for that platform's
+// agent straight away.
+var hostPlatforms sync.Map // string → platform
+
+// platformKey names the machine a target reaches, whatever alias or user
+// led there.
+func platformKey(t *sshdial.Target) string {
+	if t == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s\x00%d\x00%s\x00%s\x00%s", t.HostName, t.Port, strings.Join(t.ProxyJump, ","), t.ProxyCommand, t.HostKeyAlias)
+}
+
+// started records the platform of the agent that t's hello reports.
+func (s *agentSet) started(t *sshdial.Target, h *wire.Hello) {
+	if k := platformKey(t); k != "" && h != nil && h.OS != "" && h.Arch != "" {
+		hostPlatforms.Store(k, platform{h.OS, h.Arch})
+	}
+}
+
+// remembered returns the agent for t's remembered platform, with its hash
+// loaded, or nil.
+func (s *agentSet) remembered(t *sshdial.Target) *agentBinary {
+	k := platformKey(t)
+	if k == "" {
+		return nil
+	}
+	v, ok := hostPlatforms.Load(k)
+	if !ok {
+		return nil
+	}
+	b := s.byPlat[v.(platform)]
+	if b == nil || b.loadHash() != nil {
+		return nil
+	}
+	return b
+}
+
 // forUname returns the agent for a host whose `uname -sm` printed u.
 func (s *agentSet) forUname(u string) (*agentBinary, error) {
 	p, known := unamePlatforms[strings.TrimSpace(u)]
@@ -168,69 +327,210 @@ func (s *agentSet) forUname(u string) (*agentBinary, error) {
 	return nil, fmt.Errorf("no agent binary for %s; available: %s (build more with `make agents` and set AgentOptions.Dir)", what, strings.Join(have, ", "))
 }
 
-// script returns the one-line POSIX sh bootstrap. It must mean the same when
-// the login shell that sshd runs it through is sh, bash, zsh, tcsh or fish,
-// so it contains no single quote, backslash, exclamation mark or newline,
-// and it is wrapped in single quotes for /bin/sh.
+// newTmpToken names the temporary file of one upload: unique without
+// relying on the shell's pid.
+var newTmpToken = func() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// script returns the one-line POSIX sh bootstrap for a connection to t (nil
+// when unknown). It must mean the same when the login shell that sshd runs
+// it through is sh, bash, dash, zsh, tcsh or fish, so it contains no single
+// quote, backslash, exclamation mark or newline, and it is wrapped in single
+// quotes for /bin/sh. The only values put in it are hexadecimal hashes,
+// numbers, fixed text, uname names, and CacheDir, Path and Become, which
+// agentsFor validated (quotable paths, a plain user name).
 //
 // Protocol on the session: the master first writes a line
-// "toworker-master <version> <n>" and n bytes of frames. If the cached agent
-// is present, owned by the user, not a symlink, and its SHA-256 matches, the
-// script execs it (the agent reads the frames). Otherwise it discards the n
-// bytes, prints "toworker-need <uname -sm>", reads "<size> <sha256>" and
-// size bytes of gzip, writes them to a temporary file created with O_EXCL
-// (set -C) in the 0700 cache directory, verifies the hash, renames it to its
-// hash and execs it; the master then writes its preamble and frames again.
-func (s *agentSet) script() (string, error) {
+// "toworker-master <version> <n>" and n bytes of frames.
+//
+// Cache mode (Path empty). The cache directory d is CacheDir, else
+// ${XDG_CACHE_HOME:-$HOME/.cache}/toworker of the login user, else, with
+// Become, ~Become/.cache/toworker: the Become user's own, as the script
+// runs as that user and files are only run when owned by who runs them
+// (XDG_CACHE_HOME is then ignored: it is the login user's). A d that is a
+// symlink, or that exists and is not a directory owned by the user, is
+// refused. The script picks the expected agent hash h for `uname -sm`
+// (skipped when the master remembers the host's platform) and runs d/h if
+// it is a regular file, not a symlink, owned by the user, in a directory
+// owned by the user, executable, and its SHA-256 matches; before the exec it
+// touches the file (mtime = last use). Otherwise it tries the same in the
+// fallback directory ${TMPDIR:-/tmp}/toworker-<uid>, used when d is on a
+// noexec file system. Otherwise it discards the n bytes, prints
+// "toworker-need <uname -sm>", reads "<size> <sha256>" (or "none none": no
+// agent for that platform) and size bytes of gzip; it creates d (mode
+// 0700, umask 077), writes the agent to d/.tmp.<random token from the
+// master> after removing whatever has that name, with O_EXCL (set -C), and
+// drains the upload if writing fails (full or read-only file system: a
+// "toworker-fail" line with the error); verifies the hash and renames the
+// file to d/h. If d does not allow running programs (noexec: test -x fails)
+// the file goes to the fallback directory instead (created 0700; refused if
+// a symlink or not the user's), which a "toworker-note" line says. Then it
+// removes the least recently used hash-named files of that directory
+// beyond KeepVersions and execs the agent; the master, having sent the
+// upload, sends the n bytes of frames again.
+//
+// Path mode. The script looks up h for `uname -sm`, checks that Path is a
+// regular file owned by root or the user and not writable by group or
+// others, and runs it only if its SHA-256 is h; otherwise it prints a
+// "toworker-fail" line saying why. Nothing is uploaded; for a platform the
+// master has no agent for it prints "toworker-need" so that the master can
+// say which platforms it has.
+//
+// Failures print "toworker-fail <reason>" and exit with status 101..109.
+func (s *agentSet) script(t *sshdial.Target) (string, error) {
+	known := s.remembered(t)
+	if s.opts.Path != "" {
+		known = nil // check against the host's real platform: the file is there
+	}
 	var cases strings.Builder
-	for u, p := range unamePlatforms {
-		b := s.byPlat[p]
-		if b == nil || (b != s.self && b.hash == "") {
-			continue // other platforms' hashes are learnt when first needed
+	for _, u := range unameNames {
+		b := s.byPlat[unamePlatforms[u]]
+		if b == nil {
+			continue
 		}
-		if err := b.load(); err != nil {
+		// In Path mode every platform's hash is needed; otherwise other
+		// platforms' hashes are learnt when first needed.
+		if b != s.self && s.opts.Path == "" && b.hash == "" {
+			continue
+		}
+		if err := b.loadHash(); err != nil {
 			return "", err
 		}
 		fmt.Fprintf(&cases, "%q) h=%s;; ", u, b.hash)
 	}
-	cache := `"${XDG_CACHE_HOME:-}"; case "$c" in /*) ;; *) c="$HOME/.cache";; esac; d="$c/toworker"`
-	if s.opts.CacheDir != "" {
-		cache = fmt.Sprintf(`""; d=%q`, s.opts.CacheDir)
+	detect := []string{
+		`p=$(uname -sm)`,
+		`case "$p" in ` + cases.String() + `*) h=none;; esac`,
 	}
-	sum := `( (sha256sum "$1" || shasum -a 256 "$1" || sha256 -r "$1") 2>/dev/null )`
+	if known != nil {
+		detect = []string{`p=`, `h=` + known.hash}
+	}
 	parts := []string{
 		`umask 077`,
+		`set -f`,
 		`read -r l || exit 101`,
 		`set -- $l`,
 		`n=$3`,
-		`c=` + cache,
-		`k() { v=$` + sum + `; [ "${v%% *}" = "$2" ]; }`,
-		`p="$(uname -sm)"`,
-		`case "$p" in ` + cases.String() + `*) h=none;; esac`,
-		`a="$d/$h"`,
-		`if [ -f "$a" ] && [ -O "$a" ] && [ -O "$d" ]; then [ -L "$a" ] || [ -L "$d" ] || { k "$a" "$h" && exec "$a" --toworker-agent boss; }; fi`,
+		`x() { echo "toworker-fail $1"; exit 104; }`,
+		`k() { v=$( (sha256sum "$1" || shasum -a 256 "$1" || sha256 -r "$1") 2>/dev/null ); v=${v%% *}; [ -n "$v" ] || x "cannot compute a SHA-256 on this host (none of sha256sum, shasum, sha256 works)"; [ "$v" = "$2" ]; }`,
+	}
+	if s.opts.Path != "" {
+		parts = append(parts, `P="`+s.opts.Path+`"`)
+		parts = append(parts, detect...)
+		parts = append(parts,
+			`if [ "$h" = none ]; then head -c "$n" >/dev/null; echo "toworker-need $p"; read -r z h; exit 103; fi`,
+			`[ -e "$P" ] || x "no agent at $P on this host (AgentOptions.Path): install the agent for $p there, or leave Path empty to have the master upload it"`,
+			`[ -f "$P" ] || x "the pre-installed agent $P is not a regular file"`,
+			`w=$(ls -lnL "$P")`,
+			`set -- $w`,
+			`case "$1" in ?????w*|????????w*) x "the pre-installed agent $P is writable by its group or by others: refusing to run it";; esac`,
+			`[ "$3" = 0 ] || [ "$3" = "$(id -u)" ] || x "the pre-installed agent $P belongs to uid $3, neither root nor this user: refusing to run it"`,
+			`k "$P" "$h" || x "the pre-installed agent $P has SHA-256 $v, but the master's agent for $p has $h: not running it; install the matching build there, or leave AgentOptions.Path empty to have the master upload it"`,
+			`exec "$P" --toworker-agent boss`,
+		)
+		return strings.Join(parts, "; "), nil
+	}
+
+	var cache []string
+	switch {
+	case s.opts.CacheDir != "":
+		cache = []string{`d="` + s.opts.CacheDir + `"`}
+	case s.opts.Become != "":
+		cache = []string{
+			`c=~` + s.opts.Become + `/.cache`,
+			`case "$c" in /*) ;; *) x "cannot find the home directory of ` + s.opts.Become + `";; esac`,
+			`d="$c/toworker"`,
+		}
+	default:
+		cache = []string{
+			`c="${XDG_CACHE_HOME:-}"`,
+			`case "$c" in /*) ;; *) c="$HOME/.cache";; esac`,
+			`d="$c/toworker"`,
+		}
+	}
+	keep := s.opts.KeepVersions
+	if keep == 0 {
+		keep = defaultKeepVersions
+	}
+	prune := `r() { :; }`
+	if keep > 0 {
+		prune = `r() { ls -t "$1" 2>/dev/null | { i=0; while read -r f; do [ ${#f} -eq 64 ] || continue; i=$((i+1)); [ $i -le ` +
+			strconv.Itoa(keep) + ` ] || [ "$f" = "$h" ] || rm -f "$1/$f"; done; }; }`
+	}
+	parts = append(parts,
+		`g() { if [ -L "$1" ] || [ -L "$2" ]; then return 1; fi; [ -f "$1" ] && [ -O "$1" ] && [ -O "$2" ] && [ -x "$1" ] && k "$1" "$h"; }`,
+		`e() { touch -c "$1" 2>/dev/null; exec "$1" --toworker-agent boss; }`,
+		prune,
+	)
+	parts = append(parts, cache...)
+	parts = append(parts,
+		`[ -L "$d" ] && x "the agent cache directory $d is a symlink: refusing to use it (remove it, or set AgentOptions.CacheDir)"`,
+		`[ -e "$d" ] && { [ -d "$d" ] && [ -O "$d" ] || x "the agent cache directory $d is not a directory owned by this user: refusing to use it"; }`,
+	)
+	parts = append(parts, detect...)
+	parts = append(parts,
+		`g "$d/$h" "$d" && e "$d/$h"`,
+		`u=$(id -u)`,
+		`f="${TMPDIR:-/tmp}"`,
+		`case "$f" in /*) ;; *) f=/tmp;; esac`,
+		`f="$f/toworker-$u"`,
+		`g "$f/$h" "$f" && { echo "toworker-note the agent cache directory $d does not allow running programs (noexec?): using $f"; e "$f/$h"; }`,
 		`head -c "$n" >/dev/null`,
+		`[ -n "$p" ] || p=$(uname -sm)`,
 		`echo "toworker-need $p"`,
 		`read -r z h || exit 102`,
 		`[ "$z" = none ] && exit 103`,
-		`mkdir -p "$d" && chmod 700 "$d" && [ -O "$d" ] && [ -d "$d" ] || { echo "toworker-fail cannot use the agent cache directory $d"; exit 104; }`,
-		`[ -L "$d" ] && { echo "toworker-fail the agent cache directory $d is a symlink"; exit 104; }`,
-		`t="$d/.tmp.$$"`,
+		`mkdir -p "$d" 2>/dev/null`,
+		`[ -L "$d" ] && x "the agent cache directory $d is a symlink: refusing to use it"`,
+		`[ -d "$d" ] || x "cannot create the agent cache directory $d (read-only file system or home?): set AgentOptions.CacheDir to a writable directory"`,
+		`[ -O "$d" ] || x "the agent cache directory $d belongs to another user: refusing to use it"`,
+		`chmod 700 "$d" 2>/dev/null`,
+		`t="$d/.tmp.`+newTmpToken()+`"`,
+		`q() { rm -f "$t"; }`,
+		`trap "q; exit 109" HUP INT TERM`,
 		`rm -f "$t"`,
 		`set -C`,
-		`head -c "$z" | gzip -dc > "$t" && set +C && chmod 700 "$t" && k "$t" "$h" && mv -f "$t" "$d/$h" && exec "$d/$h" --toworker-agent boss`,
-		`rm -f "$t"`,
-		`echo "toworker-fail could not write, verify or run the agent in $d"`,
-		`exit 105`,
-	}
+		`m=$( { head -c "$z" | { gzip -dc >"$t" || { cat >/dev/null; false; }; }; } 2>&1 ) || { q; x "could not write the agent to $d: $(echo $m)"; }`,
+		`set +C`,
+		`chmod 700 "$t"`,
+		`k "$t" "$h" || { q; x "the uploaded agent has SHA-256 $v, not $h: corrupted on the way?"; }`,
+		`a="$d/$h"`,
+		`if [ -x "$t" ]; then mv -f "$t" "$a" || { q; x "could not rename the agent into $d"; }; else `+
+			`mkdir "$f" 2>/dev/null; `+
+			`if [ -L "$f" ]; then q; x "the fallback agent directory $f is a symlink: refusing to use it"; fi; `+
+			`[ -d "$f" ] && [ -O "$f" ] || { q; x "the agent cache directory $d does not allow running programs (noexec?), and the fallback $f is not a directory owned by this user"; }; `+
+			`chmod 700 "$f"; a="$f/$h"; rm -f "$a"; `+
+			`mv -f "$t" "$a" || { q; rm -f "$a"; x "the agent cache directory $d does not allow running programs (noexec?), and the agent could not be moved to $f"; }; `+
+			`[ -x "$a" ] || { rm -f "$a"; x "neither the agent cache directory $d nor the fallback $f allows running programs (noexec?): set AgentOptions.CacheDir to a directory where programs may run"; }; `+
+			`k "$a" "$h" || { rm -f "$a"; x "the agent could not be copied to $f (full?)"; }; `+
+			`echo "toworker-note the agent cache directory $d does not allow running programs (noexec?): using $f"; d=$f; fi`,
+		`r "$d"`,
+		`e "$a"`,
+	)
 	return strings.Join(parts, "; "), nil
 }
 
-// command is the exec request sent to sshd.
-func (s *agentSet) command() (string, error) {
-	sc, err := s.script()
+// command is the exec request sent to sshd for a connection to t (nil when
+// unknown): the script for /bin/sh, through sudo or doas with Become.
+func (s *agentSet) command(t *sshdial.Target) (string, error) {
+	sc, err := s.script(t)
 	if err != nil {
 		return "", err
 	}
+	if s.opts.Become != "" {
+		return becomeCommand(s.opts.Become, sc), nil
+	}
 	return "exec /bin/sh -c '" + sc + "'", nil
+}
+
+// note passes on a "toworker-note" line of the bootstrap of host to w (nil:
+// os.Stderr).
+func (s *agentSet) note(host string, w io.Writer, line string) {
+	if w == nil {
+		w = os.Stderr
+	}
+	fmt.Fprintf(w, "toworker: %s: %s\n", host, strings.TrimPrefix(line, notePrefix))
 }

@@ -11,6 +11,11 @@ import (
 	"github.com/toworker/toworker/internal/wire"
 )
 
+// eventQueue is how many events (output chunks of up to 32 KiB, log
+// records, the result) wait for an attempt's goroutine before the
+// connection's reader blocks: about 1 MiB of output per job.
+const eventQueue = 32
+
 // maxLine bounds a line held back waiting for its newline; longer lines are
 // delivered in pieces of this size.
 const maxLine = 64 << 10
@@ -43,7 +48,7 @@ type attempt struct {
 }
 
 func newAttempt(p *Pool, r *Run, host string) *attempt {
-	return &attempt{run: r, host: host, pool: p, events: make(chan event, 256), quit: make(chan struct{})}
+	return &attempt{run: r, host: host, pool: p, events: make(chan event, eventQueue), quit: make(chan struct{})}
 }
 
 // push hands an event to the attempt, waiting while its queue is full.

@@ -75,7 +75,7 @@ func dialHost(ctx context.Context, host string, o connectOptions, first *attempt
 // same write as the preamble, before the agent has answered: on a cached
 // host the call costs no round trip of its own.
 func startAgent(ctx context.Context, host string, client *sshdial.Client, o connectOptions, first *attempt, firstCall *wire.Call) (*hostConn, error) {
-	cmd, err := o.agents.command()
+	cmd, err := o.agents.command(client.Target)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	}
 	br := bufio.NewReaderSize(ch, 64<<10)
 	if err := c.awaitAgent(ctx, br, o, block); err != nil {
-		return nil, err
+		return nil, o.agents.explain(host, client.Target, c.stderr.String, err)
 	}
 	c.r = wire.NewReader(br, wire.Limits{MaxMessage: o.maxMsg})
 	f, err := c.r.ReadMessage()
@@ -146,6 +146,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 		return nil, fmt.Errorf("agent's first frame is %s, not hello (%v)", f.Kind, err)
 	}
 	c.agent = *h
+	o.agents.started(client.Target, h)
 	c.w = wire.NewWriter(c.stdin)
 	c.lastPong = time.Now()
 	ok = true
@@ -206,6 +207,8 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 			return fmt.Errorf("the agent on the host speaks %q, this master %q: the cached agent is of another version", s, wire.AgentMarker)
 		case strings.HasPrefix(s, wire.FailPrefix):
 			return fmt.Errorf("bootstrap: %s%s", strings.TrimPrefix(s, wire.FailPrefix), c.stderrNote())
+		case strings.HasPrefix(s, notePrefix):
+			o.agents.note(c.host, o.ssh.Warn, s)
 		case strings.HasPrefix(s, wire.NeedPrefix):
 			uname := strings.TrimPrefix(s, wire.NeedPrefix)
 			bin, err := o.agents.forUname(uname)
