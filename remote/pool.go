@@ -137,6 +137,7 @@ type Pool struct {
 	running   int
 	closed    bool
 	changed   chan struct{} // closed and replaced when a run completes
+	tasks     chan task     // to idle runner goroutines; unbuffered
 	total     counters
 
 	wg sync.WaitGroup // execute goroutines, connectors, the janitor
@@ -161,6 +162,7 @@ func newPool(ctx context.Context, cfg PoolConfig, dynamic bool) (*Pool, error) {
 		connSem: make(chan struct{}, cfg.Fanout),
 		hosts:   make(map[string]*hostState),
 		changed: make(chan struct{}),
+		tasks:   make(chan task),
 	}
 	ping := cfg.KeepAlive
 	if ping < 0 {
@@ -319,8 +321,7 @@ func (p *Pool) dispatchLocked() {
 		p.total.running++
 		r.attempts++
 		p.running++
-		p.wg.Add(1)
-		go p.execute(r, h)
+		p.goExecute(task{r, h})
 	}
 	clear(p.queue[len(kept):])
 	p.queue = kept
@@ -364,9 +365,46 @@ func (p *Pool) setBusyLocked(h *hostState, n int, now time.Time) {
 	h.busySince = now
 }
 
+// task is an attempt to run.
+type task struct {
+	r *Run
+	h *hostState
+}
+
+// runnerIdle is how long a runner goroutine waits for another task.
+const runnerIdle = 10 * time.Second
+
+// goExecute runs t in an idle runner goroutine, or a new one. Runners are
+// reused so that the stacks they grew (an attempt's call path goes deep into
+// the SSH and crypto code) are too. It never blocks.
+func (p *Pool) goExecute(t task) {
+	select {
+	case p.tasks <- t:
+	default:
+		p.wg.Add(1)
+		go p.runner(t)
+	}
+}
+
+func (p *Pool) runner(t task) {
+	defer p.wg.Done()
+	idle := time.NewTimer(runnerIdle)
+	defer idle.Stop()
+	for {
+		p.execute(t.r, t.h)
+		idle.Reset(runnerIdle)
+		select {
+		case t = <-p.tasks:
+		case <-idle.C:
+			return
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
 // execute runs one attempt of r on h and records its outcome.
 func (p *Pool) execute(r *Run, h *hostState) {
-	defer p.wg.Done()
 	timeout := p.cfg.Timeout
 	if r.job.Timeout != 0 {
 		timeout = r.job.Timeout

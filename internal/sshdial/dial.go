@@ -178,6 +178,7 @@ func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, 
 	}
 
 	cfg := &ssh.ClientConfig{User: t.User}
+	cfg.Rand = entropy
 	for _, a := range []struct {
 		list []string
 		kind string
