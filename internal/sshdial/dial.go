@@ -237,6 +237,7 @@ func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, 
 		if tc, ok := conn.(*net.TCPConn); ok {
 			_ = tc.SetNoDelay(true)
 		}
+		conn = quickAck(conn)
 	}
 
 	// The handshake has no context of its own: closing the connection when
