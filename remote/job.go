@@ -145,6 +145,7 @@ type Run struct {
 	attempts int
 	excluded map[string]bool // hosts whose attempt failed in transport
 	queuedAt time.Time
+	admitted bool // holds a slot of the pool's bounded queue
 	taken    bool
 	inDone   bool // in the pool's completion list
 }

@@ -71,6 +71,11 @@ type PoolConfig struct {
 	// MaxMessage caps one message (a job's result, a callback's input)
 	// the master accepts from a host. Zero means 256 MiB.
 	MaxMessage int
+	// QueueSize bounds the jobs waiting for a free worker slot. When the
+	// queue is full, Submit waits for room or for its context to end (the
+	// run then fails with the context's error). Retried jobs go back ahead
+	// of the queue without counting against it. Zero means 65,536.
+	QueueSize int
 	// SSH overrides the ssh configuration.
 	SSH SSHOptions
 	// Agent chooses the agent binary.
@@ -108,6 +113,9 @@ func (c *PoolConfig) setDefaults() {
 	if c.KeepAlive == 0 {
 		c.KeepAlive = 5 * time.Second
 	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 1 << 16
+	}
 	if c.Stdout == nil {
 		c.Stdout = os.Stdout
 	}
@@ -138,6 +146,7 @@ type Pool struct {
 	closed    bool
 	changed   chan struct{} // closed and replaced when a run completes
 	tasks     chan task     // to idle runner goroutines; unbuffered
+	room      chan struct{} // one token per run admitted to the queue
 	total     counters
 
 	wg sync.WaitGroup // execute goroutines, connectors, the janitor
@@ -163,6 +172,7 @@ func newPool(ctx context.Context, cfg PoolConfig, dynamic bool) (*Pool, error) {
 		hosts:   make(map[string]*hostState),
 		changed: make(chan struct{}),
 		tasks:   make(chan task),
+		room:    make(chan struct{}, cfg.QueueSize),
 	}
 	ping := cfg.KeepAlive
 	if ping < 0 {
@@ -248,6 +258,14 @@ func (p *Pool) Submit(ctx context.Context, job Job) *Run {
 			err = fmt.Errorf("remote: encode data for %s: %w", job.Func, err)
 		}
 	}
+	if err == nil {
+		select {
+		case p.room <- struct{}{}:
+			r.admitted = true
+		case <-r.ctx.Done():
+			err = fmt.Errorf("remote: queue full (%d jobs): %w", p.cfg.QueueSize, context.Cause(r.ctx))
+		}
+	}
 	p.mu.Lock()
 	p.pending++
 	if err == nil && p.closed {
@@ -257,6 +275,7 @@ func (p *Pool) Submit(ctx context.Context, job Job) *Run {
 		err = errors.New("remote: job has no Host and the pool has no hosts")
 	}
 	if err != nil {
+		p.leaveQueueLocked(r)
 		p.mu.Unlock()
 		p.complete(r, Result{Func: job.Func, Desc: job.Desc}, err)
 		return r
@@ -281,6 +300,7 @@ func (p *Pool) dequeue(r *Run, err error) {
 	for i, q := range p.queue {
 		if q == r {
 			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			p.leaveQueueLocked(r)
 			p.mu.Unlock()
 			p.complete(r, Result{Func: r.job.Func, Desc: r.job.Desc, Host: r.job.Host, Attempts: r.attempts},
 				&RemoteError{Host: r.job.Host, Desc: r.job.Desc, Func: r.job.Func, Kind: KindCanceled,
@@ -316,6 +336,7 @@ func (p *Pool) dispatchLocked() {
 			continue
 		}
 		free--
+		p.leaveQueueLocked(r)
 		p.setBusyLocked(h, h.busy+1, now)
 		h.st.running++
 		p.total.running++
@@ -325,6 +346,15 @@ func (p *Pool) dispatchLocked() {
 	}
 	clear(p.queue[len(kept):])
 	p.queue = kept
+}
+
+// leaveQueueLocked gives back r's queue slot when it first leaves the
+// queue. p.mu is held.
+func (p *Pool) leaveQueueLocked(r *Run) {
+	if r.admitted {
+		r.admitted = false
+		<-p.room
+	}
 }
 
 func (p *Pool) usable(h *hostState, now time.Time) bool {
@@ -689,6 +719,7 @@ func (p *Pool) janitor() {
 				timeout = r.job.Timeout
 			}
 			if h != nil && h.down && timeout > 0 && now.Sub(r.queuedAt) > timeout {
+				p.leaveQueueLocked(r)
 				expired = append(expired, r)
 				continue
 			}
@@ -750,6 +781,9 @@ func (p *Pool) shutdown() {
 	p.mu.Lock()
 	queued := p.queue
 	p.queue = nil
+	for _, r := range queued {
+		p.leaveQueueLocked(r)
+	}
 	p.mu.Unlock()
 	for _, r := range queued {
 		p.complete(r, Result{Host: r.job.Host, Func: r.job.Func, Desc: r.job.Desc}, ErrClosed)

@@ -378,3 +378,30 @@ func TestCloseAndKillLeaveNothing(t *testing.T) {
 		})
 	}
 }
+
+func TestQueueBound(t *testing.T) {
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h3"}, MaxPerHost: 1, QueueSize: 2})
+	var runs []*remote.Run
+	for range 3 { // one running, two queued
+		runs = append(runs, p.Submit(context.Background(), remote.Job{Func: Nap.Name(), Data: 300}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := p.Submit(ctx, remote.Job{Func: Nap.Name(), Data: 1}).Wait()
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "queue full") {
+		t.Fatalf("Submit to a full queue: %v, want a queue-full error", err)
+	}
+	if d := time.Since(start); d < 90*time.Millisecond {
+		t.Errorf("Submit to a full queue returned after %v, before its context ended", d)
+	}
+	for _, r := range runs {
+		if _, err := r.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Room again once the queue drained.
+	if _, err := p.Submit(context.Background(), remote.Job{Func: Nap.Name(), Data: 1}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
