@@ -46,10 +46,12 @@ type boss struct {
 
 // bworker is the boss's handle on one worker process.
 type bworker struct {
-	cmd   *exec.Cmd
-	pid   int
-	conn  *net.UnixConn
-	sendq chan sendItem // frames to the worker; closed to retire it
+	cmd        *exec.Cmd
+	pid        int
+	conn       *net.UnixConn
+	sendMu     sync.Mutex // serialises writes to conn; guards sendBuf and sendClosed
+	sendBuf    []byte
+	sendClosed bool
 	// The read ends of the worker's stdout and stderr pipes. The worker
 	// reads them; the boss only drains what is left when the worker dies
 	// during a job.
@@ -329,41 +331,45 @@ func (b *boss) spawnLocked() (*bworker, error) {
 	}
 	w := &bworker{
 		cmd: cmd, pid: cmd.Process.Pid, conn: nc.(*net.UnixConn), pipes: pr,
-		sendq:     make(chan sendItem, 64),
 		crashDone: make(chan struct{}),
 		readDone:  make(chan struct{}),
 	}
 	b.workers[w] = struct{}{}
 	hello, _ := wire.Marshal(&wire.Hello{Version: wire.Version, Role: "boss", Init: b.hello.Init, Host: b.hello.Host})
-	w.sendq <- sendItem{frame: wire.Frame{Kind: wire.KindHello, Payload: hello}}
-	b.wg.Add(4)
-	go func() { defer b.wg.Done(); w.sendLoop() }()
+	w.send(sendItem{frame: wire.Frame{Kind: wire.KindHello, Payload: hello}})
+	b.wg.Add(3)
 	go func() { defer b.wg.Done(); w.readCrash(crashR) }()
 	go func() { defer b.wg.Done(); b.workerReadLoop(w) }()
 	go func() { defer b.wg.Done(); b.reap(w) }()
 	return w, nil
 }
 
-// send queues a frame for the worker. It never blocks past the worker's
-// death: a retired worker's queue is drained by its send loop.
+// send writes a frame to the worker, from the caller's goroutine: the
+// master's reader, usually, so a call reaches its worker without a hand-off.
+// A write blocks only while the worker's socket buffer is full, which is
+// back-pressure the master's stream should feel. Frames for a retired worker
+// are dropped.
 func (w *bworker) send(it sendItem) {
-	defer func() { recover() }() // queue closed: the worker was retired
-	w.sendq <- it
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	if w.sendClosed {
+		return
+	}
+	w.sendBuf = wire.AppendFrame(w.sendBuf[:0], it.frame)
+	if _, err := w.conn.Write(w.sendBuf); err != nil {
+		w.sendClosed = true
+	}
 }
 
-// sendLoop is the only writer of the worker's socket.
-func (w *bworker) sendLoop() {
-	var buf []byte
-	broken := false
-	for it := range w.sendq {
-		if !broken {
-			buf = wire.AppendFrame(buf[:0], it.frame)
-			_, err := w.conn.Write(buf)
-			broken = err != nil
-		}
+// retire stops sending to the worker: closing our end makes its reader see
+// end of file, and the worker exits.
+func (w *bworker) retire() {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	if !w.sendClosed {
+		w.sendClosed = true
+		w.conn.CloseWrite()
 	}
-	// Retired: closing our end makes the worker's reader see EOF and exit.
-	w.conn.CloseWrite()
 }
 
 func (w *bworker) readCrash(r *os.File) {
@@ -425,7 +431,7 @@ func (b *boss) finish(w *bworker, j *bjob) {
 	}
 	if max := b.hello.MaxJobsPerWorker; max > 0 && w.jobs >= max {
 		w.retired = true
-		close(w.sendq)
+		w.retire()
 		return
 	}
 	b.idle = append(b.idle, w)
@@ -459,7 +465,7 @@ func (b *boss) reap(w *bworker) {
 	w.job = nil
 	if !w.retired {
 		w.retired = true
-		close(w.sendq)
+		w.retire()
 	}
 	canceled := j != nil && j.canceled
 	if j != nil {
