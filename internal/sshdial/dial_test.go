@@ -304,9 +304,14 @@ func TestDialLab(t *testing.T) {
 		o.Options = []string{"UserKnownHostsFile=" + hashed}
 		run(t, mustConnect(t, "h1", o), "true")
 
-		aliased := writeKnownHosts(t, knownhosts.Line([]string{"[myalias]:" + strconv.Itoa(h1.Port)}, h1.HostKey))
+		// An alias is looked up bare, whatever the port, as OpenSSH does.
+		aliased := writeKnownHosts(t, knownhosts.Line([]string{"myalias"}, h1.HostKey))
 		o.Options = []string{"UserKnownHostsFile=" + aliased, "HostKeyAlias=myalias"}
 		run(t, mustConnect(t, "h1", o), "true")
+		if out, err := exec.Command("ssh", "-F", lab.ConfigFile, "-o", "UserKnownHostsFile="+aliased,
+			"-o", "HostKeyAlias=myalias", "h1", "true").CombinedOutput(); err != nil {
+			t.Fatalf("OpenSSH refuses the same aliased known_hosts: %v\n%s", err, out)
+		}
 		o.Options = []string{"UserKnownHostsFile=" + aliased}
 		if _, err := connect(t, "h1", o); !errors.As(err, new(*HostKeyError)) {
 			t.Fatalf("without HostKeyAlias: got %v, want *HostKeyError", err)

@@ -99,13 +99,14 @@ type hostKeyChecker struct {
 
 // newHostKeyChecker reads the known_hosts files of t that exist.
 func newHostKeyChecker(t *Target, o *Options) (*hostKeyChecker, error) {
-	name := t.HostName
+	name, port := t.HostName, t.Port
 	if t.HostKeyAlias != "" {
-		name = t.HostKeyAlias
+		// ssh looks an alias up bare, whatever the port.
+		name, port = t.HostKeyAlias, 22
 	}
 	hk := &hostKeyChecker{
 		t:      t,
-		lookup: net.JoinHostPort(name, strconv.Itoa(t.Port)),
+		lookup: net.JoinHostPort(name, strconv.Itoa(port)),
 		warn:   o.warn(),
 	}
 	if o.Stdin != nil && !t.BatchMode && term.IsTerminal(int(o.Stdin.Fd())) {
