@@ -101,14 +101,16 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	}()
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.channelRequests(reqs) }()
-	go func() { defer c.wg.Done(); io.Copy(c.stderr, ch.Stderr()) }()
+	go func() { defer c.wg.Done(); io.CopyBuffer(c.stderr, ch.Stderr(), make([]byte, 1024)) }()
 	// Bound the whole bootstrap by ctx: closing the channel unblocks reads.
 	stopWatch := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stopWatch()
 
-	// exec without waiting for sshd's reply: the preamble and frames follow
-	// in the same flight. sshd handles the request before the data, and a
-	// failed exec shows as the channel closing.
+	// exec without waiting for sshd's reply: sshd handles the request
+	// before the data, and a failed exec shows as the channel closing.
+	// (OpenSSH opens the session's window only once the command runs, so
+	// the data still leaves about one round trip later; other servers may
+	// take it at once.)
 	if _, err := ch.SendRequest("exec", false, ssh.Marshal(struct{ Command string }{cmd})); err != nil {
 		return nil, fmt.Errorf("start agent: %w", err)
 	}
@@ -131,7 +133,9 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	if _, err := c.stdin.Write(append([]byte(preamble), block...)); err != nil {
 		return nil, c.bootErr(ctx, "send preamble", err)
 	}
-	br := bufio.NewReaderSize(ch, 64<<10)
+	// Small buffers: an idle connection should cost little memory, and
+	// large frames bypass them anyway.
+	br := bufio.NewReaderSize(ch, 8<<10)
 	if err := c.awaitAgent(ctx, br, o, block); err != nil {
 		return nil, o.agents.explain(host, client.Target, c.stderr.String, err)
 	}
@@ -147,7 +151,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	}
 	c.agent = *h
 	o.agents.started(client.Target, h)
-	c.w = wire.NewWriter(c.stdin)
+	c.w = wire.NewWriterSize(c.stdin, 4<<10)
 	c.lastPong = time.Now()
 	ok = true
 	c.wg.Add(1)

@@ -164,9 +164,14 @@ type Writer struct {
 	big map[partKey]chan struct{}
 }
 
-// NewWriter returns a Writer over w.
-func NewWriter(w io.Writer) *Writer {
-	return &Writer{w: bufio.NewWriterSize(w, 64<<10)}
+// NewWriter returns a Writer over w with a 64 KiB buffer.
+func NewWriter(w io.Writer) *Writer { return NewWriterSize(w, 64<<10) }
+
+// NewWriterSize returns a Writer over w with a buffer of size bytes. Frames
+// larger than the buffer are written through without copying, so a small
+// buffer costs batching of small frames only.
+func NewWriterSize(w io.Writer, size int) *Writer {
+	return &Writer{w: bufio.NewWriterSize(w, size)}
 }
 
 // WriteFrame writes one frame. The payload must not exceed MaxFrame.
