@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,11 @@ type boss struct {
 	exe   string       // this binary, started again as each worker
 	hello wire.Hello   // the master's; static after start
 	diag  io.Writer    // diagnostics: the session's stderr
+	// The session's stdin and the frame stream, non-blocking so that
+	// closing them ends a read or write in progress: when the master has
+	// gone silent (a half-open connection) nothing else would. Static after
+	// start.
+	stdin, framesOut *os.File
 
 	mu       sync.Mutex // guards the fields below
 	workers  map[*bworker]struct{}
@@ -76,6 +82,10 @@ type bjob struct {
 	w        *bworker
 	canceled bool // guarded by boss.mu
 	resulted bool // guarded by boss.mu: the worker began sending the result
+	// stderr watches the job's stderr, forwarded or drained, for a fatal
+	// error's first lines, which only appear there (see crashScan). Owned
+	// by the worker's read loop, then by reap once that loop has returned.
+	stderr crashScan
 }
 
 // serveBoss runs the boss until the master goes away.
@@ -91,8 +101,11 @@ func serveBoss() error {
 	if err := unix.Dup2(2, 1); err != nil {
 		return fmt.Errorf("boss: redirect stdout: %w", err)
 	}
+	syscall.SetNonblock(outFD, true)
 	framesOut := os.NewFile(uintptr(outFD), "frames")
-	in := bufio.NewReaderSize(os.Stdin, 64<<10)
+	syscall.SetNonblock(0, true)
+	stdin := os.NewFile(0, "stdin")
+	in := bufio.NewReaderSize(stdin, 64<<10)
 
 	exe, err := os.Executable()
 	if err != nil {
@@ -102,12 +115,14 @@ func serveBoss() error {
 		return err
 	}
 	b := &boss{
-		out:      wire.NewWriter(framesOut),
-		exe:      exe,
-		diag:     os.Stderr,
-		workers:  make(map[*bworker]struct{}),
-		jobs:     make(map[uint32]*bjob),
-		lastRecv: time.Now(),
+		out:       wire.NewWriter(framesOut),
+		stdin:     stdin,
+		framesOut: framesOut,
+		exe:       exe,
+		diag:      os.Stderr,
+		workers:   make(map[*bworker]struct{}),
+		jobs:      make(map[uint32]*bjob),
+		lastRecv:  time.Now(),
 	}
 	if err := b.out.WriteValue(wire.KindHello, 0, &wire.Hello{
 		Version: wire.Version, Role: "boss", OS: goos(), Arch: goarch(), PID: os.Getpid(), Hash: selfHash(),
@@ -159,7 +174,7 @@ func serveBoss() error {
 
 // watch ends the boss when a signal arrives or the master has been silent
 // for three ping intervals (a half-open connection). It closes stdin to stop
-// the read loop.
+// the read loop, and the frame stream to free writers blocked on it.
 func (b *boss) watch(sigs <-chan os.Signal, stop <-chan struct{}) {
 	interval := time.Duration(b.hello.PingSeconds) * time.Second
 	var tick <-chan time.Time
@@ -174,7 +189,8 @@ func (b *boss) watch(sigs <-chan os.Signal, stop <-chan struct{}) {
 			return
 		case <-sigs:
 			b.shutdown()
-			os.Stdin.Close()
+			b.stdin.Close()
+			b.framesOut.Close()
 			return
 		case <-tick:
 			b.mu.Lock()
@@ -183,7 +199,8 @@ func (b *boss) watch(sigs <-chan os.Signal, stop <-chan struct{}) {
 			if silent > 3*interval {
 				fmt.Fprintf(b.diag, "toworker agent: no word from the master for %v; stopping\n", silent.Round(time.Second))
 				b.shutdown()
-				os.Stdin.Close()
+				b.stdin.Close()
+				b.framesOut.Close()
 				return
 			}
 		}
@@ -276,6 +293,9 @@ func (b *boss) drainOutput(w *bworker, j *bjob) {
 				break
 			}
 			b.out.WriteFrame(wire.Frame{Kind: streamKinds[i], Job: j.id, Payload: buf[:n]})
+			if streamKinds[i] == wire.KindStderr {
+				j.stderr.write(buf[:n])
+			}
 		}
 	}
 }
@@ -410,6 +430,9 @@ func (b *boss) workerReadLoop(w *bworker) {
 			j.resulted = true
 		}
 		b.mu.Unlock()
+		if f.Kind == wire.KindStderr {
+			j.stderr.write(f.Payload)
+		}
 		if f.Kind == wire.KindResult && !f.More {
 			// The worker is free before the master learns the result, so
 			// that the master's next call finds it idle.
@@ -483,7 +506,7 @@ func (b *boss) reap(w *bworker) {
 	case <-w.crashDone:
 	case <-time.After(crashGrace):
 	}
-	werr := exitError(state, w.crash)
+	werr := exitError(state, w.crash, j.stderr.header)
 	if canceled {
 		werr.Kind = wire.ErrKindCanceled
 		werr.Message = "job cancelled; its worker and process group were killed"
@@ -501,8 +524,11 @@ func closeAll(fs []*os.File) {
 }
 
 // exitError describes a worker that died during a job.
-func exitError(state *os.ProcessState, crash []byte) *wire.Error {
-	e := &wire.Error{Kind: wire.ErrKindExit, Stack: string(crash)}
+func exitError(state *os.ProcessState, crash []byte, header string) *wire.Error {
+	if c := bytes.TrimLeft(crash, "\n"); len(c) == 0 || bytes.HasPrefix(c, []byte("panic: ")) || bytes.HasPrefix(c, []byte("fatal error: ")) {
+		header = "" // the crash output has its own, or there is none
+	}
+	e := &wire.Error{Kind: wire.ErrKindExit, Stack: header + string(crash)}
 	if state == nil {
 		e.Message = "worker died"
 		return e
@@ -517,11 +543,55 @@ func exitError(state *os.ProcessState, crash []byte) *wire.Error {
 		e.ExitCode = ws.ExitStatus()
 		e.Message = fmt.Sprintf("worker exited with status %d during the job", ws.ExitStatus())
 	}
-	if len(crash) > 0 {
+	switch {
+	case header != "":
+		e.Message += ": " + strings.ReplaceAll(strings.TrimSpace(header), "\n", "; ")
+	case len(crash) > 0:
 		first, _, _ := strings.Cut(strings.TrimSpace(string(crash)), "\n")
 		e.Message += ": " + first
 	}
 	return e
+}
+
+// crashScan finds, in a job's stderr, the lines a fatal runtime error
+// prints before its crash output ("runtime: out of memory: …", "unexpected
+// fault address …", "fatal error: …"). debug.SetCrashOutput leaves them out
+// of the crash output (golang/go#76859), which then starts with a bare
+// stack; header puts them back. It keeps a bounded amount.
+type crashScan struct {
+	partial []byte   // the current line, at most 512 bytes of it
+	context []string // up to 3 "runtime: "/"unexpected " lines just seen
+	header  string   // the last "fatal error: " line with its context
+}
+
+func (s *crashScan) write(p []byte) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			i = len(p)
+		}
+		s.partial = append(s.partial, p[:min(i, 512-len(s.partial))]...)
+		if i == len(p) {
+			return
+		}
+		s.line(string(s.partial))
+		s.partial = s.partial[:0]
+		p = p[i+1:]
+	}
+}
+
+func (s *crashScan) line(l string) {
+	switch {
+	case strings.HasPrefix(l, "fatal error: "):
+		s.header = strings.Join(append(s.context, l), "\n") + "\n"
+		s.context = nil
+	case strings.HasPrefix(l, "runtime: ") || strings.HasPrefix(l, "unexpected "):
+		if len(s.context) < 3 {
+			s.context = append(s.context, l)
+		}
+	default:
+		s.context = nil
+	}
 }
 
 // cancel kills the worker running job id and its whole process group. The

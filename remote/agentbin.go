@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -111,6 +112,7 @@ type agentBinary struct {
 	hashOnce sync.Once
 	hash     string // hex SHA-256 of the uncompressed binary
 	hashErr  error
+	hashed   atomic.Bool // loadHash has succeeded: hash may be read without it
 
 	gzOnce sync.Once
 	gz     []byte // gzip of the binary, as uploaded
@@ -132,6 +134,7 @@ func (b *agentBinary) loadHash() error {
 			return
 		}
 		b.hash = hex.EncodeToString(h.Sum(nil))
+		b.hashed.Store(true)
 	})
 	return b.hashErr
 }
@@ -170,8 +173,29 @@ type agentSet struct {
 }
 
 var agentSets struct {
-	mu   sync.Mutex
-	sets map[AgentOptions]*agentSet
+	mu       sync.Mutex
+	sets     map[AgentOptions]*agentSet
+	binaries map[agentKey]*agentBinary // shared by the sets: hashed and compressed once
+}
+
+type agentKey struct {
+	path string
+	plat platform
+}
+
+// binaryLocked returns the process-wide agentBinary for path on p.
+// agentSets.mu must be held.
+func binaryLocked(path string, p platform) *agentBinary {
+	k := agentKey{path, p}
+	if b := agentSets.binaries[k]; b != nil {
+		return b
+	}
+	if agentSets.binaries == nil {
+		agentSets.binaries = make(map[agentKey]*agentBinary)
+	}
+	b := &agentBinary{path: path, plat: p}
+	agentSets.binaries[k] = b
+	return b
 }
 
 // agentsFor returns the (process-wide, cached) agent set for opts.
@@ -203,7 +227,7 @@ func agentsFor(opts AgentOptions) (*agentSet, error) {
 		return nil, fmt.Errorf("remote: cannot read the agent binary to ship (%v); set AgentOptions.Binary (toworker --agent-binary) to an agent built for the hosts", err)
 	}
 	here := platform{runtime.GOOS, runtime.GOARCH}
-	s.self = &agentBinary{path: self, plat: here}
+	s.self = binaryLocked(self, here)
 	s.byPlat[here] = s.self
 	if opts.Dir != "" {
 		ents, err := os.ReadDir(opts.Dir)
@@ -222,12 +246,12 @@ func agentsFor(opts AgentOptions) (*agentSet, error) {
 			p := platform{goos, goarch}
 			if p == here && opts.Binary == "" {
 				// An explicit per-platform agent beats shipping the master.
-				s.self = &agentBinary{path: filepath.Join(opts.Dir, e.Name()), plat: p}
+				s.self = binaryLocked(filepath.Join(opts.Dir, e.Name()), p)
 				s.byPlat[p] = s.self
 				continue
 			}
 			if _, taken := s.byPlat[p]; !taken {
-				s.byPlat[p] = &agentBinary{path: filepath.Join(opts.Dir, e.Name()), plat: p}
+				s.byPlat[p] = binaryLocked(filepath.Join(opts.Dir, e.Name()), p)
 			}
 		}
 	}
@@ -346,31 +370,42 @@ var newTmpToken = func() string {
 // Protocol on the session: the master first writes a line
 // "toworker-master <version> <n>" and n bytes of frames.
 //
-// Cache mode (Path empty). The cache directory d is CacheDir, else
-// ${XDG_CACHE_HOME:-$HOME/.cache}/toworker of the login user, else, with
-// Become, ~Become/.cache/toworker: the Become user's own, as the script
-// runs as that user and files are only run when owned by who runs them
-// (XDG_CACHE_HOME is then ignored: it is the login user's). A d that is a
-// symlink, or that exists and is not a directory owned by the user, is
-// refused. The script picks the expected agent hash h for `uname -sm`
-// (skipped when the master remembers the host's platform) and runs d/h if
-// it is a regular file, not a symlink, owned by the user, in a directory
-// owned by the user, executable, and its SHA-256 matches; before the exec it
-// touches the file (mtime = last use). Otherwise it tries the same in the
-// fallback directory ${TMPDIR:-/tmp}/toworker-<uid>, used when d is on a
-// noexec file system. Otherwise it discards the n bytes, prints
-// "toworker-need <uname -sm>", reads "<size> <sha256>" (or "none none": no
-// agent for that platform) and size bytes of gzip; it creates d (mode
-// 0700, umask 077), writes the agent to d/.tmp.<random token from the
-// master> after removing whatever has that name, with O_EXCL (set -C), and
-// drains the upload if writing fails (full or read-only file system: a
-// "toworker-fail" line with the error); verifies the hash and renames the
-// file to d/h. If d does not allow running programs (noexec: test -x fails)
-// the file goes to the fallback directory instead (created 0700; refused if
-// a symlink or not the user's), which a "toworker-note" line says. Then it
-// removes the least recently used hash-named files of that directory
-// beyond KeepVersions and execs the agent; the master, having sent the
-// upload, sends the n bytes of frames again.
+// Cache mode (Path empty). The cache directory d is CacheDir if set; else,
+// with Become, ~Become/.cache/toworker: the Become user's own, from the
+// password database, because the script runs as that user and only runs
+// files owned by who runs them (XDG_CACHE_HOME is ignored then: what sshd
+// sets is the login user's, and sudo drops it); else
+// ${XDG_CACHE_HOME:-$HOME/.cache}/toworker (a relative XDG_CACHE_HOME is
+// ignored). A d that is a symlink, or exists and is not a directory owned
+// by the user, is refused at once.
+//
+//  1. Fast path. The script picks the expected agent hash h for
+//     `uname -sm` (no uname when the master remembers the host's platform)
+//     and runs d/h if it is a regular file, not a symlink, owned by the
+//     user, in a directory owned by the user, executable, and its SHA-256
+//     is h; before the exec it touches the file (mtime = last use, for
+//     pruning). Otherwise it tries the same in the fallback directory
+//     ${TMPDIR:-/tmp}/toworker-<uid> (where agents go when d is on a noexec
+//     file system), printing a "toworker-note" line when it runs from there.
+//  2. Otherwise it discards the n bytes and prepares the upload before
+//     asking for it, so that the master reads a refusal instead of writing
+//     on: it creates d (mode 0700, umask 077; refused if it is then a
+//     symlink or someone else's) and creates d/.tmp.<token> with O_EXCL
+//     (set -C) after removing whatever had that name. The token is random,
+//     chosen by the master for this connection. A read-only file system
+//     fails here.
+//  3. It prints "toworker-need <uname -sm>" and reads "<size> <sha256>" (or
+//     "none none": the master has no agent for that platform) and size
+//     bytes of gzip into the temporary file. A write that fails (full file
+//     system) drains the rest of the upload and reports the error.
+//  4. It verifies the hash and renames the file to d/h. If d does not allow
+//     running programs (test -x fails: noexec) the file goes to the
+//     fallback directory instead (created 0700; refused if a symlink or not
+//     the user's; an error if that is noexec too), and a "toworker-note"
+//     line says so. Then it removes the least recently used hash-named
+//     files of that directory beyond KeepVersions (never the one it is
+//     about to run) and execs the agent; the master, having sent the
+//     upload, sends the n bytes of frames again.
 //
 // Path mode. The script looks up h for `uname -sm`, checks that Path is a
 // regular file owned by root or the user and not writable by group or
@@ -393,7 +428,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		}
 		// In Path mode every platform's hash is needed; otherwise other
 		// platforms' hashes are learnt when first needed.
-		if b != s.self && s.opts.Path == "" && b.hash == "" {
+		if b != s.self && s.opts.Path == "" && !b.hashed.Load() {
 			continue
 		}
 		if err := b.loadHash(); err != nil {
@@ -428,7 +463,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 			`set -- $w`,
 			`case "$1" in ?????w*|????????w*) x "the pre-installed agent $P is writable by its group or by others: refusing to run it";; esac`,
 			`[ "$3" = 0 ] || [ "$3" = "$(id -u)" ] || x "the pre-installed agent $P belongs to uid $3, neither root nor this user: refusing to run it"`,
-			`k "$P" "$h" || x "the pre-installed agent $P has SHA-256 $v, but the master's agent for $p has $h: not running it; install the matching build there, or leave AgentOptions.Path empty to have the master upload it"`,
+			`k "$P" "$h" || x "the pre-installed agent $P has SHA-256 $v, but the agent of this master for $p has $h: not running it; install the matching build there, or leave AgentOptions.Path empty to have the master upload it"`,
 			`exec "$P" --toworker-agent boss`,
 		)
 		return strings.Join(parts, "; "), nil
@@ -479,10 +514,8 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`f="$f/toworker-$u"`,
 		`g "$f/$h" "$f" && { echo "toworker-note the agent cache directory $d does not allow running programs (noexec?): using $f"; e "$f/$h"; }`,
 		`head -c "$n" >/dev/null`,
-		`[ -n "$p" ] || p=$(uname -sm)`,
-		`echo "toworker-need $p"`,
-		`read -r z h || exit 102`,
-		`[ "$z" = none ] && exit 103`,
+		// Everything that can fail before the upload fails before asking
+		// for it: the master reads the reason instead of writing on.
 		`mkdir -p "$d" 2>/dev/null`,
 		`[ -L "$d" ] && x "the agent cache directory $d is a symlink: refusing to use it"`,
 		`[ -d "$d" ] || x "cannot create the agent cache directory $d (read-only file system or home?): set AgentOptions.CacheDir to a writable directory"`,
@@ -493,8 +526,15 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`trap "q; exit 109" HUP INT TERM`,
 		`rm -f "$t"`,
 		`set -C`,
-		`m=$( { head -c "$z" | { gzip -dc >"$t" || { cat >/dev/null; false; }; }; } 2>&1 ) || { q; x "could not write the agent to $d: $(echo $m)"; }`,
+		`m=$( : 2>&1 >"$t" ) || x "cannot write in the agent cache directory $d: $(echo $m); set AgentOptions.CacheDir to a writable directory"`,
 		`set +C`,
+		`[ -n "$p" ] || p=$(uname -sm)`,
+		`echo "toworker-need $p"`,
+		`read -r z h || { q; exit 102; }`,
+		`[ "$z" = none ] && { q; exit 103; }`,
+		// A write that fails (full file system) drains the rest of the
+		// upload, so that the master gets to read why.
+		`m=$( { head -c "$z" | { gzip -dc >>"$t" || { cat >/dev/null; false; }; }; } 2>&1 ) || { q; x "could not write the agent to $d: $(echo $m)"; }`,
 		`chmod 700 "$t"`,
 		`k "$t" "$h" || { q; x "the uploaded agent has SHA-256 $v, not $h: corrupted on the way?"; }`,
 		`a="$d/$h"`,

@@ -15,6 +15,18 @@ import (
 // does not know the user, or is not installed.
 var ErrBecome = errors.New("remote: cannot run the agent as another user")
 
+// becomeError says why the agent could not be started as the Become user.
+// It matches ErrBecome; the bootstrap error it replaces (with the host's
+// stderr) is its cause.
+type becomeError struct {
+	msg   string
+	cause error
+}
+
+func (e *becomeError) Error() string        { return e.msg }
+func (e *becomeError) Is(target error) bool { return target == ErrBecome }
+func (e *becomeError) Unwrap() error        { return e.cause }
+
 // becomeRE is what AgentOptions.Become accepts: a portable user name, which
 // needs no quoting in any shell and cannot be taken for an option.
 var becomeRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
@@ -75,7 +87,7 @@ func (s *agentSet) explain(host string, t *sshdial.Target, stderr func() string,
 		text := stderr() + "\n" + err.Error()
 		for _, r := range becomeRefusals {
 			if strings.Contains(text, r.text) {
-				return fmt.Errorf("%w: %s (%v)", ErrBecome, fmt.Sprintf(r.why, s.opts.Become, host, login), err)
+				return &becomeError{msg: fmt.Sprintf(r.why, s.opts.Become, host, login), cause: err}
 			}
 		}
 		if time.Now().After(deadline) || !strings.Contains(err.Error(), "exited with status") && !strings.Contains(err.Error(), "session ended") {

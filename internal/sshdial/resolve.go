@@ -98,6 +98,9 @@ func Resolve(alias string, o Options) (*Target, error) {
 		return nil, err
 	}
 	destUser, host, destPort, err := parseDestination(alias)
+	if err == nil {
+		err = checkCommandLineNames(host, destUser, o.User)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sshdial: %q: %v", alias, err)
 	}
@@ -628,4 +631,23 @@ func supportedOnly(list []string, kind string) []string {
 		}
 	}
 	return out
+}
+
+// checkCommandLineNames refuses, like ssh 9.6 and later, a destination host
+// or user name (from the destination or -l) holding characters a shell
+// would interpret: ProxyCommand gets them through sh -c as %h, %n and %r.
+// Names from configuration files are trusted, as by ssh.
+func checkCommandLineNames(host string, users ...string) error {
+	if strings.HasPrefix(host, "-") || strings.ContainsFunc(host, func(r rune) bool {
+		return r < ' ' || r == 0x7f || strings.ContainsRune(" \t'`\"$\\;&<>|(){}", r)
+	}) {
+		return fmt.Errorf("hostname %q contains invalid characters", host)
+	}
+	for _, u := range users {
+		if strings.HasPrefix(u, "-") || strings.HasSuffix(u, "\\") || strings.ContainsAny(u, "'`\";&<>|(){}\n\r\x00") ||
+			strings.Contains(u, " -") || strings.Contains(u, "\t-") {
+			return fmt.Errorf("remote user name %q contains invalid characters", u)
+		}
+	}
+	return nil
 }

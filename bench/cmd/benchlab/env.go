@@ -35,6 +35,8 @@ type env struct {
 	rep    *Report
 	prof   string // directory for CPU profiles, or ""
 	settle time.Duration
+
+	lastChildCPU float64 // CPU seconds of the last command run (with its waited-for children)
 }
 
 // slowHost is the ssh_config alias of h1 behind the delaying relay.
@@ -99,6 +101,10 @@ func (e *env) run(limit time.Duration, env []string, name string, args ...string
 	t0 := time.Now()
 	err := cmd.Run()
 	d := time.Since(t0)
+	if ps := cmd.ProcessState; ps != nil {
+		// The command's CPU and that of the children it waited for.
+		e.lastChildCPU = (ps.UserTime() + ps.SystemTime()).Seconds()
+	}
 	if err != nil {
 		if ctx.Err() != nil && e.ctx.Err() == nil {
 			err = fmt.Errorf("timed out after %v", limit)
@@ -403,4 +409,41 @@ func perCall(a, b cpuSnap, calls int) (map[string]float64, string) {
 	}
 	out["total"] = total
 	return out, fmt.Sprintf("CPU per call (µs, /proc): %s; total %.0f µs, so %d cores allow about %.0f calls/s.", strings.Join(parts, ", "), total, runtime.NumCPU(), float64(runtime.NumCPU())*1e6/max(total, 1))
+}
+
+// hostCPU is the CPU time, in seconds, of everything the lab's sshd
+// listeners ran and reaped: the per-connection sshd processes, the login
+// shells and commands, and the agents, once they have exited (their times
+// add up into the listener's cutime and cstime).
+func (e *env) hostCPU() float64 {
+	total := 0.0
+	for _, s := range e.lab.Servers {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.PID()))
+		if err != nil {
+			continue
+		}
+		str := string(b)
+		i := strings.LastIndexByte(str, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(str[i+1:])
+		if len(f) < 15 {
+			continue
+		}
+		for _, x := range f[11:15] { // utime stime cutime cstime
+			v, _ := strconv.ParseFloat(x, 64)
+			total += v / clockTicks
+		}
+	}
+	return total
+}
+
+// selfCPU is this process's CPU time in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }

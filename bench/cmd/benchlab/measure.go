@@ -223,8 +223,18 @@ func (e *env) gather(p *remote.Pool, hosts []string) error {
 // coldPool times a new pool's first no-op call on host; uploads is how many
 // agents the pool uploaded.
 func (e *env) coldPool(host string) (d time.Duration, uploads int, err error) {
+	return e.coldPoolCfg(host, remote.PoolConfig{Hosts: []string{host}})
+}
+
+// coldPoolLazy is coldPool with a pool that has no Hosts: the call's job
+// adds the host and opens its connection (as remote.Call and the CLI do).
+func (e *env) coldPoolLazy(host string) (d time.Duration, uploads int, err error) {
+	return e.coldPoolCfg(host, remote.PoolConfig{})
+}
+
+func (e *env) coldPoolCfg(host string, cfg remote.PoolConfig) (d time.Duration, uploads int, err error) {
 	t0 := time.Now()
-	p, err := e.newPool(remote.PoolConfig{Hosts: []string{host}})
+	p, err := e.newPool(cfg)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -302,6 +312,9 @@ func (e *env) coldFigures(pp params) {
 	e.profile("cold_inproc", func() {
 		e.measure(f, pp.coldRounds, pp.budget, false, sshTrue, variantFn{name: "new Pool + CallOn(noop)", role: "toworker", run: func() (float64, error) {
 			d, _, err := e.coldPool("h1")
+			return ms(d), err
+		}}, variantFn{name: "new Pool without Hosts + CallOn(noop): the job opens the connection", role: "reference", run: func() (float64, error) {
+			d, _, err := e.coldPoolLazy("h1")
 			return ms(d), err
 		}})
 	})
@@ -748,9 +761,55 @@ func (e *env) fanoutFigure(pp params, pdshNote string) {
 		d, err := e.coldFanout(e.hosts)
 		return ms(d), err
 	}}
+	// CPU per host, client side and host side, for each variant: what
+	// bounds a fan-out on a machine that runs both sides.
+	type acc struct {
+		client, host float64
+		n            int
+	}
+	cpu := map[string]*acc{}
+	withCPU := func(v variantFn, inProcess bool) variantFn {
+		run := v.run
+		a := &acc{}
+		cpu[v.name] = a
+		v.run = func() (float64, error) {
+			h0, s0 := e.hostCPU(), selfCPU()
+			x, err := run()
+			s1 := selfCPU()
+			time.Sleep(150 * time.Millisecond) // let the sessions end and be reaped
+			if err == nil {
+				a.host += e.hostCPU() - h0
+				if inProcess {
+					a.client += s1 - s0
+				} else {
+					a.client += e.lastChildCPU
+				}
+				a.n++
+			}
+			return x, err
+		}
+		return v
+	}
+	bash, pdsh, cli, inproc = withCPU(bash, false), withCPU(pdsh, false), withCPU(cli, false), withCPU(inproc, true)
 	e.profile("fanout_cold", func() {
 		e.measure(f, pp.fanRounds, 2*pp.budget, false, bash, pdsh, cli, inproc)
 	})
+	per := map[string]map[string]float64{}
+	var parts []string
+	for _, v := range []variantFn{bash, pdsh, cli, inproc} {
+		a := cpu[v.name]
+		if a == nil || a.n == 0 {
+			continue
+		}
+		k := float64(a.n * n)
+		c, h := a.client*1000/k, a.host*1000/k
+		per[v.name] = map[string]float64{"client_ms": c, "host_ms": h}
+		parts = append(parts, fmt.Sprintf("%s: client %.1f, host side %.1f", v.name, c, h))
+	}
+	if len(per) > 0 {
+		f.Extra = map[string]any{"cpu_ms_per_host": per}
+		f.addNote(fmt.Sprintf("CPU per host (ms; client: the command with its children, or the in-process master; host side: sshd, shell and agent processes, from the sshd listeners' reaped children): %s. On %d cores both sides share, the sum bounds the fan-out.", strings.Join(parts, "; "), runtime.NumCPU()))
+	}
 	if pdshNote == "" {
 		f.addNote("pdsh reads our ssh_config through PDSH_SSH_ARGS=\"-F <config> %h\".")
 	}
@@ -913,6 +972,12 @@ func (e *env) slowFigures(pp params) {
 	e.measure(f, pp.slowRounds, 2*pp.budget, false, sshSlow, variantFn{name: "new Pool + CallOn(noop)", role: "toworker", run: func() (float64, error) {
 		d, _, err := e.coldPool(slowHost)
 		return inRTT(d, true), err
+	}}, variantFn{name: "new Pool without Hosts + CallOn(noop): the job opens the connection", role: "reference", run: func() (float64, error) {
+		d, _, err := e.coldPoolLazy(slowHost)
+		return inRTT(d, true), err
+	}}, variantFn{name: "new process: `toworker run -H slow1 -- true`", role: "reference", skip: e.twNote, run: func() (float64, error) {
+		d, err := e.cli(60*time.Second, "run", "-H", slowHost, "-F", e.cfg, "--", "true")
+		return inRTT(d, true), err
 	}})
 	f.addNote("Counts include 1 RTT for TCP's handshake, which the relay cannot delay.")
 	e.add(f)
@@ -930,6 +995,10 @@ func (e *env) slowFigures(pp params) {
 	t0 = time.Now()
 	if d, _, err := e.coldPool(slowHost); err == nil {
 		e.addTrace("toworker: new Pool + first call, cached", e.relay.take(), shape, true, t0.Add(d))
+	}
+	t0 = time.Now()
+	if d, _, err := e.coldPoolLazy(slowHost); err == nil {
+		e.addTrace("toworker: new Pool without Hosts + first call, cached", e.relay.take(), shape, true, t0.Add(d))
 	}
 
 	h1 := e.lab.Servers[0]
@@ -988,6 +1057,11 @@ func (e *env) addTrace(path string, conns []connTrace, shape traceShape, toworke
 	if len(conns) != 1 {
 		e.rep.Notes = append(e.rep.Notes, fmt.Sprintf("trace of %q: expected one connection through the relay, saw %d", path, len(conns)))
 		return
+	}
+	if os.Getenv("BENCHLAB_DEBUG_CHUNKS") != "" {
+		for _, c := range conns[0].chunks {
+			fmt.Fprintf(os.Stderr, "chunk %s %8.2f RTT up=%v %d\n", path, float64(c.At)/float64(e.rtt)+1, c.Up, c.N)
+		}
 	}
 	fs := flights(conns[0].chunks, e.rtt)
 	if e.rep.Flights == nil {

@@ -1,0 +1,224 @@
+package remote
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/toworker/toworker/internal/sshdial"
+	"github.com/toworker/toworker/internal/wire"
+)
+
+// SetTmpToken makes the bootstrap's temporary upload file .tmp.<tok> for
+// the rest of the test (the external tests plant things at that name).
+func SetTmpToken(t testing.TB, tok string) {
+	old := newTmpToken
+	newTmpToken = func() string { return tok }
+	t.Cleanup(func() { newTmpToken = old })
+}
+
+// buildArm64Agent cross-builds an agent for linux/arm64 into a temporary
+// directory, as agent-linux-arm64: ./cmd/toworker, or, if that does not
+// build (yet), remote/testdata/agentmain.
+func buildArm64Agent(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = "/usr/local/go/bin/go" // where this project's machines have it
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "agent-linux-arm64")
+	var logs []string
+	for _, pkg := range []string{"./cmd/toworker", "./remote/testdata/agentmain"} {
+		cmd := exec.Command(goTool, "build", "-o", out, pkg)
+		cmd.Dir = ".."
+		// TestMain points HOME at the lab: give go its real caches back.
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
+		if u, err := user.Current(); err == nil && u.HomeDir != "" {
+			cmd.Env = append(cmd.Env, "HOME="+u.HomeDir)
+		}
+		b, err := cmd.CombinedOutput()
+		if err == nil {
+			return dir
+		}
+		logs = append(logs, pkg+": "+err.Error()+": "+string(b))
+		t.Logf("cross-building %s for linux/arm64 failed; trying the next candidate: %v", pkg, err)
+	}
+	t.Fatalf("cannot cross-build an arm64 agent:\n%s", strings.Join(logs, "\n"))
+	return ""
+}
+
+func TestForUnameArm64(t *testing.T) {
+	dir := buildArm64Agent(t)
+	path := filepath.Join(dir, "agent-linux-arm64")
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Machine != elf.EM_AARCH64 {
+		t.Fatalf("%s is for %v, not aarch64", path, f.Machine)
+	}
+	f.Close()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	want := hex.EncodeToString(sum[:])
+
+	s, err := agentsFor(AgentOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"Linux aarch64", "Linux arm64", "Linux aarch64\n"} {
+		b, err := s.forUname(u)
+		if err != nil {
+			t.Fatalf("forUname(%q): %v", u, err)
+		}
+		if b.plat != (platform{"linux", "arm64"}) || b.path != path {
+			t.Fatalf("forUname(%q) = %s %s, want linux/arm64 %s", u, b.plat, b.path, path)
+		}
+		if b.hash != want {
+			t.Fatalf("hash %s, want %s", b.hash, want)
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(b.gz))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(zr)
+		if err != nil || !bytes.Equal(got, raw) {
+			t.Fatalf("the upload does not decompress to the binary (%v)", err)
+		}
+	}
+	// The host's own platform still gets the master's executable.
+	self, err := s.forUname(hostUname(t))
+	if err != nil || self != s.self {
+		t.Fatalf("forUname(this host) = %v, %v; want the master's own agent", self, err)
+	}
+	// Once the arm64 hash is known, the script recognises arm64 hosts
+	// without asking.
+	sc, err := s.script(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sc, `"Linux aarch64") h=`+want) {
+		t.Errorf("script does not map Linux aarch64 to %s:\n%s", want, sc)
+	}
+	// The platform each host reported is remembered: the next script for
+	// it names the agent without running uname first.
+	tgt := &sshdial.Target{HostName: "arm-box", Port: 22}
+	s.started(tgt, &wire.Hello{OS: "linux", Arch: "arm64"})
+	sc, err = s.script(tgt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _, _ := strings.Cut(sc, `head -c "$n"`)
+	if strings.Contains(head, "uname") || !strings.Contains(sc, "; h="+want+";") {
+		t.Errorf("script for a remembered arm64 host runs uname before the cache lookup or lacks its hash:\n%s", sc)
+	}
+	if _, need, _ := strings.Cut(sc, `head -c "$n"`); !strings.Contains(need, `p=$(uname -sm)`) {
+		t.Errorf("script for a remembered host does not detect the platform before an upload:\n%s", sc)
+	}
+}
+
+// hostUname returns what uname -sm prints here.
+func hostUname(t *testing.T) string {
+	out, err := exec.Command("uname", "-sm").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestForUnameUnknown(t *testing.T) {
+	s, err := agentsFor(AgentOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	here := runtime.GOOS + "/" + runtime.GOARCH
+	for _, tt := range []struct{ uname, says string }{
+		{"Plan9 mips", `no agent binary for platform "Plan9 mips"; available: ` + here},
+		{"Darwin arm64", `no agent binary for platform darwin/arm64 (uname "Darwin arm64"); available: ` + here},
+	} {
+		if runtime.GOOS+"/"+runtime.GOARCH == "darwin/arm64" && strings.HasPrefix(tt.uname, "Darwin") {
+			continue
+		}
+		_, err := s.forUname(tt.uname)
+		if err == nil || !strings.Contains(err.Error(), tt.says) || !strings.Contains(err.Error(), "make agents") {
+			t.Errorf("forUname(%q) = %v, want an error saying %q and how to build more", tt.uname, err, tt.says)
+		}
+	}
+}
+
+// TestScriptQuotable checks what every login shell needs of the command:
+// one line, and in the script no single quote, backslash or exclamation
+// mark, whatever the options.
+func TestScriptQuotable(t *testing.T) {
+	tgt := &sshdial.Target{HostName: "quotable", Port: 22}
+	for _, o := range []AgentOptions{
+		{},
+		{CacheDir: "/srv/cache dir; with (odd) & chars #1 ~ * ? [x] {y} | < > %"},
+		{Path: "/opt/tool chain/agent"},
+		{Become: "app-user.1"},
+		{Become: "svc", CacheDir: "/var/cache/tw"},
+		{KeepVersions: -1},
+		{KeepVersions: 10},
+	} {
+		s, err := agentsFor(o)
+		if err != nil {
+			t.Fatalf("%+v: %v", o, err)
+		}
+		for _, tg := range []*sshdial.Target{nil, tgt} {
+			sc, err := s.script(tg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.ContainsAny(sc, "'\\!\n\r") {
+				t.Errorf("%+v: script has a character a login shell would interpret:\n%s", o, sc)
+			}
+			cmd, err := s.command(tg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.ContainsAny(cmd, "\\!\n\r") {
+				t.Errorf("%+v: command has a character a login shell would interpret:\n%s", o, cmd)
+			}
+		}
+		s.started(tgt, &wire.Hello{OS: runtime.GOOS, Arch: runtime.GOARCH})
+	}
+	for _, bad := range []AgentOptions{
+		{CacheDir: "relative/dir"},
+		{CacheDir: "/tmp/x $(touch /tmp/pwned)"},
+		{CacheDir: "/tmp/x`id`"},
+		{CacheDir: "/tmp/x'y"},
+		{CacheDir: `/tmp/x"y`},
+		{CacheDir: `/tmp/x\y`},
+		{CacheDir: "/tmp/x!y"},
+		{CacheDir: "/tmp/x\ny"},
+		{CacheDir: "/tmp/x\ty"},
+		{CacheDir: "/tmp/x\xffy"},
+		{Path: "agent"},
+		{Path: "/opt/agent $(reboot)"},
+		{Path: "/opt/agent\n"},
+		{Become: "root; touch /tmp/pwned"},
+		{Become: "-u"},
+		{Become: "a b"},
+		{Become: "$(id)"},
+		{Become: "x\n"},
+		{Become: ".hidden"},
+	} {
+		if _, err := agentsFor(bad); err == nil || !strings.HasPrefix(err.Error(), "remote: ") {
+			t.Errorf("agentsFor(%+v) = %v, want a remote: error", bad, err)
+		}
+	}
+}
