@@ -383,8 +383,11 @@ var newTmpToken = func() string {
 //     `uname -sm` (no uname when the master remembers the host's platform)
 //     and runs d/h if it is a regular file, not a symlink, owned by the
 //     user, in a directory owned by the user, executable, and its SHA-256
-//     is h; before the exec it touches the file (mtime = last use, for
-//     pruning). Otherwise it tries the same in the fallback directory
+//     is h. The hash is computed once: the stamp d/h.ok then records the
+//     file's device, inode, size, mtime and ctime, and while `stat` reports
+//     the same the file has not been written, replaced or re-moded since it
+//     was verified (ctime cannot be set back by a user). Before the exec
+//     the stamp is rewritten (its mtime = last use, for pruning). Otherwise it tries the same in the fallback directory
 //     ${TMPDIR:-/tmp}/toworker-<uid> (where agents go when d is on a noexec
 //     file system), printing a "toworker-note" line when it runs from there.
 //  2. Otherwise it discards the n bytes and prepares the upload before
@@ -492,12 +495,20 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 	}
 	prune := `r() { :; }`
 	if keep > 0 {
-		prune = `r() { ls -t "$1" 2>/dev/null | { i=0; while read -r f; do [ ${#f} -eq 64 ] || continue; i=$((i+1)); [ $i -le ` +
-			strconv.Itoa(keep) + ` ] || [ "$f" = "$h" ] || rm -f "$1/$f"; done; }; }`
+		// Newest first by the mtime of the agent or of its stamp (written
+		// at each use), whichever comes first; each hash counted once.
+		prune = `r() { ls -t "$1" 2>/dev/null | { i=0; S=" "; while read -r f; do case ${#f} in 64) y=$f;; 67) y=${f%.ok}; [ "$y.ok" = "$f" ] || continue;; *) continue;; esac; case "$S" in *" $y "*) continue;; esac; S="$S$y "; i=$((i+1)); [ $i -le ` +
+			strconv.Itoa(keep) + ` ] || [ "$y" = "$h" ] || rm -f "$1/$y" "$1/$y.ok"; done; }; }`
 	}
 	parts = append(parts,
-		`g() { if [ -L "$1" ] || [ -L "$2" ]; then return 1; fi; [ -f "$1" ] && [ -O "$1" ] && [ -O "$2" ] && [ -x "$1" ] && k "$1" "$h"; }`,
-		`e() { touch -c "$1" 2>/dev/null; exec "$1" --toworker-agent boss; }`,
+		// st: the file's identity and change time. A stamp d/h.ok holding
+		// it is written when the file's SHA-256 has been checked; while
+		// the file keeps that identity and ctime (which every write,
+		// rename or chmod updates, and no user can set back), it is the
+		// same verified file and is not hashed again.
+		`st() { s=$(stat -c "%d:%i:%s:%Y:%Z" "$1" 2>/dev/null || stat -f "%d:%i:%z:%m:%c" "$1" 2>/dev/null); }`,
+		`g() { if [ -L "$1" ] || [ -L "$2" ] || [ -L "$1.ok" ]; then return 1; fi; [ -f "$1" ] && [ -O "$1" ] && [ -O "$2" ] && [ -x "$1" ] || return 1; st "$1"; if [ -n "$s" ] && [ -f "$1.ok" ] && read -r o < "$1.ok" && [ "$o" = "$s" ]; then return 0; fi; k "$1" "$h"; }`,
+		`e() { [ -n "$s" ] || st "$1"; [ -L "$1.ok" ] || [ -z "$s" ] || echo "$s" >| "$1.ok"; exec "$1" --toworker-agent boss; }`,
 		prune,
 	)
 	parts = append(parts, cache...)
@@ -547,6 +558,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 			`[ -x "$a" ] || { rm -f "$a"; x "neither the agent cache directory $d nor the fallback $f allows running programs (noexec?): set AgentOptions.CacheDir to a directory where programs may run"; }; `+
 			`k "$a" "$h" || { rm -f "$a"; x "the agent could not be copied to $f (full?)"; }; `+
 			`echo "toworker-note the agent cache directory $d does not allow running programs (noexec?): using $f"; d=$f; fi`,
+		`s=`,
 		`r "$d"`,
 		`e "$a"`,
 	)

@@ -250,16 +250,22 @@ func TestAgentCache(t *testing.T) {
 		t.Fatalf("cache dir %s: %v, mode %v", dir, err, fi.Mode())
 	}
 	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 || len(ents[0].Name()) != 64 {
-		t.Fatalf("cache holds %v, want one file named by its SHA-256", ents)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if len(names) != 2 || len(names[0]) != 64 || names[1] != names[0]+".ok" {
+		t.Fatalf("cache holds %v, want one file named by its SHA-256 and its stamp", names)
 	}
 	// A tampered agent is never executed: replace it with a script that
-	// leaves a mark, and connect again.
-	cached := filepath.Join(dir, ents[0].Name())
+	// leaves a mark, with its old modification time, and connect again.
+	cached := filepath.Join(dir, names[0])
+	old, _ := os.Stat(cached)
 	mark := filepath.Join(t.TempDir(), "tampered-ran")
 	if err := os.WriteFile(cached, []byte("#!/bin/sh\ntouch "+mark+"\n"), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	os.Chtimes(cached, old.ModTime(), old.ModTime())
 	if n := run().Total.Uploads; n != 1 {
 		t.Fatalf("after tampering uploaded %d times, want 1", n)
 	}
