@@ -270,11 +270,6 @@ func (b *boss) routeCall(f wire.Frame) error {
 	w.job = j
 	w.jobs++
 	b.jobs[f.Job] = j
-	if len(b.idle) < b.hello.MinWarm {
-		if nw, err := b.spawnLocked(); err == nil {
-			b.idle = append(b.idle, nw)
-		}
-	}
 	b.mu.Unlock()
 	w.send(sendItem{frame: f})
 	return nil
@@ -469,6 +464,13 @@ func (b *boss) reap(w *bworker) {
 	syscall.Kill(-w.pid, syscall.SIGKILL)
 	b.mu.Lock()
 	delete(b.workers, w)
+	// MinWarm workers stay alive, busy or idle (AnyEvent::Task's
+	// min_workers): replace one that was recycled or died.
+	if !b.stopping && len(b.workers) < b.hello.MinWarm {
+		if nw, err := b.spawnLocked(); err == nil {
+			b.idle = append(b.idle, nw)
+		}
+	}
 	b.mu.Unlock()
 	state, _ := w.cmd.Process.Wait()
 	select {

@@ -27,15 +27,23 @@ const (
 
 // worker runs jobs one at a time, in this process, for the boss.
 type worker struct {
-	conn  net.Conn
-	w     *wire.Writer
-	out   *capture
-	host  string
-	calls chan workerCall // owned by the reader goroutine, which closes it
-	jobs  int
+	conn net.Conn
+	w    *wire.Writer
+	out  *capture
+	host string
+	jobs int
 
-	mu      sync.Mutex // guards pending
+	// The socket has no reader goroutine of its own: whoever holds readTok
+	// reads it — the main loop between jobs, or a callback waiting for its
+	// reply during one — and hands what it reads to whom it is for. A call
+	// thus starts on the goroutine that read it, without waking another.
+	r       *wire.Reader
+	readTok chan struct{} // capacity 1: the right to read r
+	dead    chan struct{} // closed when reading failed or the boss said bye
+
+	mu      sync.Mutex // guards pending and queued
 	pending map[uint64]chan *wire.CallbackReply
+	queued  []workerCall // calls read by a callback's goroutine
 	seq     atomic.Uint64
 }
 
@@ -60,14 +68,17 @@ func serveWorker() error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer conn.Close()
+	r := wire.NewReader(conn, wire.Limits{})
 	wk := &worker{
 		conn:    conn,
 		w:       wire.NewWriter(conn),
-		calls:   make(chan workerCall, 1),
+		r:       r,
+		readTok: make(chan struct{}, 1),
+		dead:    make(chan struct{}),
 		pending: make(map[uint64]chan *wire.CallbackReply),
 	}
+	wk.readTok <- struct{}{}
 	wk.out = newCapture(wk.w)
-	r := wire.NewReader(conn, wire.Limits{})
 	f, err := r.ReadMessage()
 	if err != nil {
 		return fmt.Errorf("worker: read hello: %w", err)
@@ -85,8 +96,11 @@ func serveWorker() error {
 	if hello.Init != "" {
 		initErr = wk.runInit(hello.Init)
 	}
-	go wk.readLoop(r)
-	for c := range wk.calls {
+	for {
+		c, ok := wk.nextCall()
+		if !ok {
+			return nil
+		}
 		wk.jobs++
 		res := wk.runJob(c, initErr)
 		res.WorkerPID = os.Getpid()
@@ -98,40 +112,112 @@ func serveWorker() error {
 			return errors.New(initErr.Message)
 		}
 	}
-	return nil
 }
 
-// readLoop reads the boss's frames: calls go to the job loop, callback
-// replies to the waiting callback.
-func (wk *worker) readLoop(r *wire.Reader) {
-	defer close(wk.calls)
+// nextCall reads the socket until the boss sends the next call. It
+// returns false when the boss has gone or said bye.
+func (wk *worker) nextCall() (workerCall, bool) {
 	for {
-		f, err := r.ReadMessage()
-		if err != nil {
-			return
-		}
-		switch f.Kind {
-		case wire.KindCall:
-			v, err := wire.Decode(f.Kind, f.Payload)
-			if err != nil {
-				return
-			}
-			wk.calls <- workerCall{job: f.Job, call: v.(*wire.Call)}
-		case wire.KindCallbackReply:
-			v, err := wire.Decode(f.Kind, f.Payload)
-			if err != nil {
-				return
-			}
-			rep := v.(*wire.CallbackReply)
-			wk.mu.Lock()
-			ch := wk.pending[rep.Seq]
-			delete(wk.pending, rep.Seq)
+		wk.mu.Lock()
+		if len(wk.queued) > 0 {
+			c := wk.queued[0]
+			wk.queued = wk.queued[1:]
 			wk.mu.Unlock()
-			if ch != nil {
-				ch <- rep
+			return c, true
+		}
+		wk.mu.Unlock()
+		select {
+		case <-wk.readTok:
+		case <-wk.dead:
+			return workerCall{}, false
+		}
+		c, isCall, ok := wk.readOne()
+		wk.readTok <- struct{}{}
+		if !ok {
+			return workerCall{}, false
+		}
+		if isCall {
+			return c, true
+		}
+	}
+}
+
+// readOne reads one message and delivers it. The caller holds readTok.
+// ok is false when the stream has ended (wk.dead is then closed).
+func (wk *worker) readOne() (c workerCall, isCall, ok bool) {
+	f, err := wk.r.ReadMessage()
+	if err != nil || f.Kind == wire.KindBye {
+		wk.die()
+		return c, false, false
+	}
+	switch f.Kind {
+	case wire.KindCall:
+		v, err := wire.Decode(f.Kind, f.Payload)
+		if err != nil {
+			wk.die()
+			return c, false, false
+		}
+		return workerCall{job: f.Job, call: v.(*wire.Call)}, true, true
+	case wire.KindCallbackReply:
+		v, err := wire.Decode(f.Kind, f.Payload)
+		if err != nil {
+			wk.die()
+			return c, false, false
+		}
+		rep := v.(*wire.CallbackReply)
+		wk.mu.Lock()
+		ch := wk.pending[rep.Seq]
+		delete(wk.pending, rep.Seq)
+		wk.mu.Unlock()
+		if ch != nil {
+			ch <- rep // buffered: never blocks
+		}
+	}
+	return c, false, true
+}
+
+func (wk *worker) die() {
+	wk.mu.Lock()
+	defer wk.mu.Unlock()
+	select {
+	case <-wk.dead:
+	default:
+		close(wk.dead)
+	}
+}
+
+// awaitReply waits for the reply to callback seq, reading the socket
+// itself whenever no one else is.
+func (wk *worker) awaitReply(ctx context.Context, ch chan *wire.CallbackReply) (*wire.CallbackReply, error) {
+	for {
+		select {
+		case rep := <-ch:
+			return rep, nil
+		default:
+		}
+		select {
+		case rep := <-ch:
+			return rep, nil
+		case <-wk.readTok:
+			c, isCall, ok := wk.readOne()
+			if isCall { // not expected during a job; keep it for the main loop
+				wk.mu.Lock()
+				wk.queued = append(wk.queued, c)
+				wk.mu.Unlock()
 			}
-		case wire.KindBye:
-			return
+			wk.readTok <- struct{}{}
+			if !ok {
+				select {
+				case rep := <-ch:
+					return rep, nil
+				default:
+				}
+				return nil, errors.New("the agent's boss went away")
+			}
+		case <-wk.dead:
+			return nil, errors.New("the agent's boss went away")
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 }
@@ -234,14 +320,12 @@ func (l *jobLink) Callback(ctx context.Context, name string, in, out any) error 
 	if err := l.wk.w.WriteValue(wire.KindCallback, l.job, &wire.CallbackRequest{Seq: seq, Name: name, Data: data}); err != nil {
 		return fmt.Errorf("callback %s: %w", name, err)
 	}
-	var rep *wire.CallbackReply
-	select {
-	case rep = <-ch:
-	case <-ctx.Done():
+	rep, err := l.wk.awaitReply(ctx, ch)
+	if err != nil {
 		l.wk.mu.Lock()
 		delete(l.wk.pending, seq)
 		l.wk.mu.Unlock()
-		return ctx.Err()
+		return fmt.Errorf("callback %s: %w", name, err)
 	}
 	if rep.Err != nil {
 		return &callback.Error{Name: name, Kind: rep.Err.Kind, Message: rep.Err.Message}

@@ -115,8 +115,12 @@ func TestFakeAgent(t *testing.T) {
 	if err := sess.Start("bootstrap"); err != nil {
 		t.Fatal(err)
 	}
+	// The master pipelines its first call with its hello, in the block
+	// the preamble announces.
 	hello, _ := wire.Marshal(&wire.Hello{Version: wire.Version, Role: "master"})
+	call, _ := wire.Marshal(&wire.Call{Func: "f"})
 	block := wire.AppendFrame(nil, wire.Frame{Kind: wire.KindHello, Payload: hello})
+	block = wire.AppendFrame(block, wire.Frame{Kind: wire.KindCall, Job: 7, Payload: call})
 	fmt.Fprintf(in, "%s %d %d\n%s", wire.MasterPreamble, wire.Version, len(block), block)
 	br := bufio.NewReader(out)
 	if line, err := br.ReadString('\n'); err != nil || strings.TrimSpace(line) != wire.AgentMarker {
@@ -127,8 +131,6 @@ func TestFakeAgent(t *testing.T) {
 	if err != nil || f.Kind != wire.KindHello {
 		t.Fatalf("agent hello: %v %v", f.Kind, err)
 	}
-	call, _ := wire.Marshal(&wire.Call{Func: "f"})
-	in.Write(wire.AppendFrame(nil, wire.Frame{Kind: wire.KindCall, Job: 7, Payload: call}))
 	if f, err = r.ReadMessage(); err != nil || f.Kind != wire.KindResult || f.Job != 7 {
 		t.Fatalf("result: %v job %d %v", f.Kind, f.Job, err)
 	}
