@@ -55,8 +55,21 @@ func newAttempt(p *Pool, r *Run, host string) *attempt {
 func (a *attempt) push(ev event) {
 	select {
 	case a.events <- ev:
+		return
+	case <-a.quit:
+		return
+	default:
+	}
+	// The job's handler is behind: wait, and tell the keepalive that the
+	// silence that follows is ours, not the agent's.
+	c := a.conn
+	c.readerWaiting.Store(true)
+	select {
+	case a.events <- ev:
 	case <-a.quit:
 	}
+	c.readerWaiting.Store(false)
+	c.alivePoke()
 }
 
 func (a *attempt) output(k wire.Kind, b []byte) { a.push(event{kind: k, data: b}) }

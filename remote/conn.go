@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -37,9 +38,12 @@ type hostConn struct {
 	err     error // sticky: why the connection ended
 	closing bool
 
-	done     chan struct{} // closed when the reader has stopped and cleaned up
-	lastPong time.Time     // guarded by mu
-	wg       sync.WaitGroup
+	done chan struct{} // closed when the reader has stopped and cleaned up
+	// For keepalive: when the reader last got a frame (Unix nanoseconds),
+	// and whether it is waiting for a slow job's handler.
+	lastRecv      atomic.Int64
+	readerWaiting atomic.Bool
+	wg            sync.WaitGroup
 }
 
 // connectOptions are what a pool passes to open a host connection.
@@ -149,10 +153,13 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	if err != nil || !isHello {
 		return nil, fmt.Errorf("agent's first frame is %s, not hello (%v)", f.Kind, err)
 	}
+	if h.Version != wire.Version {
+		return nil, fmt.Errorf("the agent speaks protocol version %d, this master %d: %w", h.Version, wire.Version, wire.ErrVersion)
+	}
 	c.agent = *h
 	o.agents.started(client.Target, h)
 	c.w = wire.NewWriterSize(c.stdin, 4<<10)
-	c.lastPong = time.Now()
+	c.alivePoke()
 	ok = true
 	c.wg.Add(1)
 	go c.readLoop()
@@ -286,6 +293,7 @@ func (c *hostConn) readLoop() {
 		if err != nil {
 			break
 		}
+		c.alivePoke()
 		if err = c.dispatch(f); err != nil {
 			break
 		}
@@ -301,6 +309,7 @@ func (c *hostConn) readLoop() {
 	if c.err == nil {
 		c.err = err
 	}
+	err = c.err // an abort (keepalive) may have said why first
 	pend := c.pending
 	c.pending = map[uint32]*attempt{}
 	c.mu.Unlock()
@@ -320,7 +329,7 @@ func (c *hostConn) dispatch(f wire.Frame) error {
 		switch f.Kind {
 		case wire.KindPong:
 			c.mu.Lock()
-			c.lastPong = time.Now()
+			c.alivePoke()
 			c.mu.Unlock()
 		case wire.KindPing:
 			return c.w.WriteFrame(wire.Frame{Kind: wire.KindPong, Payload: f.Payload})
@@ -333,9 +342,6 @@ func (c *hostConn) dispatch(f wire.Frame) error {
 	}
 	c.mu.Lock()
 	a := c.pending[f.Job]
-	if f.Kind == wire.KindResult {
-		delete(c.pending, f.Job)
-	}
 	c.mu.Unlock()
 	if a == nil {
 		return nil // a job the master gave up on (timed out); drop its frames
@@ -358,8 +364,11 @@ func (c *hostConn) dispatch(f wire.Frame) error {
 	case wire.KindResult:
 		v, err := wire.Decode(f.Kind, f.Payload)
 		if err != nil {
-			return err
+			return err // the job is still pending: it fails with the connection
 		}
+		c.mu.Lock()
+		delete(c.pending, f.Job)
+		c.mu.Unlock()
 		a.result(v.(*wire.Result))
 	default:
 		return fmt.Errorf("unexpected %s frame from the agent", f.Kind)
@@ -424,36 +433,53 @@ func (c *hostConn) Err() error {
 }
 
 // keepalive pings the boss; both sides treat three silent intervals as a
-// dead connection (a half-open TCP connection gives no other sign).
+// dead connection (a half-open TCP connection gives no other sign). Any
+// frame counts as a sign of life, and time the reader spends waiting for a
+// slow job's handler (back-pressure, not silence) does not count. Pings are
+// written from a goroutine of their own, at most one at a time, so that a
+// write stuck behind a big message on a dead link cannot keep the check
+// from running; abort then closes the client, which ends the stuck write.
 func (c *hostConn) keepalive(every time.Duration) {
 	defer c.wg.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var n uint64
+	var pinging atomic.Bool
 	for {
 		select {
 		case <-c.done:
 			return
 		case <-t.C:
 		}
-		c.mu.Lock()
-		silent := time.Since(c.lastPong)
-		c.mu.Unlock()
-		if silent > 3*every {
+		silent := time.Since(time.Unix(0, c.lastRecv.Load()))
+		if silent > 3*every && !c.readerWaiting.Load() {
 			c.abort(fmt.Errorf("no answer to keepalives for %v", silent.Round(time.Millisecond)))
 			return
 		}
+		// Pings go on while the reader waits: the boss watches for the
+		// master's silence too.
+		if !pinging.CompareAndSwap(false, true) {
+			continue
+		}
 		n++
 		b, _ := wire.Marshal(&wire.Ping{N: n})
-		c.w.WriteFrame(wire.Frame{Kind: wire.KindPing, Payload: b})
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer pinging.Store(false)
+			c.w.WriteFrame(wire.Frame{Kind: wire.KindPing, Payload: b})
+		}()
 	}
 }
+
+// alivePoke records a sign of life from the agent.
+func (c *hostConn) alivePoke() { c.lastRecv.Store(time.Now().UnixNano()) }
 
 // abort ends the connection with err.
 func (c *hostConn) abort(err error) {
 	c.mu.Lock()
 	if c.err == nil {
-		c.err = err
+		c.err = fmt.Errorf("connection lost: %w", err)
 	}
 	c.mu.Unlock()
 	c.client.Close()

@@ -740,12 +740,6 @@ func TestFaultHalfOpenConnection(t *testing.T) {
 	boss := bossOf(t, pids[0])
 	holed := time.Now()
 	r.blackhole()
-	knownBug := ""
-	defer func() {
-		if knownBug != "" {
-			t.Skip("known bug: " + knownBug)
-		}
-	}()
 
 	// The master: three silent intervals, detected at the next tick.
 	bound := 4*keepAlive + 1500*time.Millisecond
@@ -757,8 +751,7 @@ func TestFaultHalfOpenConnection(t *testing.T) {
 			t.Errorf("OnFailure(%v), want a *FailureError", err)
 		}
 		if !strings.Contains(err.Error(), "keepalive") {
-			knownBug = "remote/conn.go readLoop fails pending attempts with its own read error, not the sticky c.err " +
-				"that abort set, so a half-open connection reads \"" + err.Error() + "\" instead of naming the unanswered keepalives"
+			t.Errorf("a half-open connection reads %q instead of naming the unanswered keepalives", err)
 		}
 		if took > bound {
 			t.Errorf("detection took %v, want at most %v", took, bound)
@@ -804,9 +797,7 @@ func TestFaultHalfOpenDuringUpload(t *testing.T) {
 		t.Logf("ended after %v with: %v", time.Since(start).Round(time.Millisecond), err)
 	case <-time.After(3*time.Second + 4*keepAlive + 3*time.Second):
 		r.close() // unblock the master so that the test can end
-		t.Skip("known bug: a job writing its input into a half-open connection is stuck past its timeout and the keepalive bound: " +
-			"remote/conn.go keepalive blocks in c.w.WriteFrame behind the call's blocked write and never checks the silence again; " +
-			"attempt.exec cannot time out while hostConn.start is still writing")
+		t.Fatal("a job writing its input into a half-open connection is stuck past its timeout and the keepalive bound")
 	}
 }
 
@@ -1142,10 +1133,6 @@ func TestFaultSlowConsumerKeepsConnection(t *testing.T) {
 	res, err := waitRun(t, run, time.Minute)
 	if failures.Load() != 0 || err != nil || res.Attempts != 1 || lines.Load() != n {
 		msg := fmt.Sprintf("a slow output handler: err %v, %d OnFailure calls, %d attempts, %d lines of %d", err, failures.Load(), res.Attempts, lines.Load(), n)
-		if failures.Load() > 0 {
-			t.Skip("known bug: " + msg + ": remote/conn.go keepalive counts the time since the last pong, " +
-				"but the reader stops reading (and so sees no pong) while a job's event queue is full")
-		}
 		t.Error(msg)
 	}
 }
@@ -1603,14 +1590,6 @@ func TestFaultMaliciousHostFrames(t *testing.T) {
 			runtime.ReadMemStats(&ms)
 			alloc := ms.TotalAlloc - before
 			var fe *remote.FailureError
-			if tt.name == "wrong protocol version in hello" && !errors.As(err, &fe) {
-				t.Skip("known bug: remote/conn.go startAgent does not check the agent hello's Version; the job got: ", err)
-			}
-			if re := (*remote.RemoteError)(nil); tt.result && errors.As(err, &re) && re.Kind == remote.KindTimeout {
-				t.Skip("known bug: remote/conn.go dispatch removes the job from pending before decoding its result, " +
-					"so a result that does not decode fails the connection but not the job, which waits for its timeout " +
-					"(forever without one); the job got: " + err.Error())
-			}
 			if !errors.As(err, &fe) || fe.Host != "evil" || fe.Op != tt.op {
 				t.Fatalf("err = %v (%T), want a *FailureError of op %q for host evil", err, err, tt.op)
 			}

@@ -442,7 +442,11 @@ func (p *Pool) execute(r *Run, h *hostState) {
 	var o outcome
 	a := newAttempt(p, r, h.name)
 	call := a.call(timeout)
-	c, err := p.connFor(h, a, call)
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	c, err := p.connFor(h, a, call, deadline)
 	if err != nil {
 		o.failure = err
 	} else {
@@ -453,11 +457,14 @@ func (p *Pool) execute(r *Run, h *hostState) {
 
 // conn returns h's live connection, dialling it if needed; concurrent
 // callers share one dial.
-func (p *Pool) conn(h *hostState) (*hostConn, error) { return p.connFor(h, nil, nil) }
+func (p *Pool) conn(h *hostState) (*hostConn, error) { return p.connFor(h, nil, nil, time.Time{}) }
 
 // connFor is conn for an attempt: when this call dials, first's call is
 // pipelined with the bootstrap (first.id is then set).
-func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call) (*hostConn, error) {
+//
+// A zero deadline means none; otherwise waiting for another attempt's dial,
+// or dialling, ends at the deadline: a job's timeout covers connecting.
+func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadline time.Time) (*hostConn, error) {
 	p.mu.Lock()
 	for {
 		if h.conn != nil && h.conn.alive() {
@@ -470,7 +477,19 @@ func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call) (*hos
 		}
 		ch := h.connecting
 		p.mu.Unlock()
-		<-ch
+		var expired <-chan time.Time
+		if !deadline.IsZero() {
+			t := time.NewTimer(time.Until(deadline))
+			defer t.Stop()
+			expired = t.C
+		}
+		select {
+		case <-ch:
+		case <-expired:
+			return nil, &FailureError{Host: h.name, Op: "connect", Err: fmt.Errorf("%w while waiting for the connection", ErrTimeout)}
+		case <-p.ctx.Done():
+			return nil, &FailureError{Host: h.name, Op: "connect", Err: ErrClosed}
+		}
 		p.mu.Lock()
 		if h.connErr != nil && (h.conn == nil || !h.conn.alive()) {
 			err := h.connErr
@@ -490,7 +509,11 @@ func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call) (*hos
 	var err error
 	select {
 	case p.connSem <- struct{}{}:
-		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ConnectTimeout)
+		limit := p.cfg.ConnectTimeout
+		if !deadline.IsZero() {
+			limit = min(limit, time.Until(deadline))
+		}
+		ctx, cancel := context.WithTimeout(p.ctx, limit)
 		opts := p.connOpts
 		opts.hello.Host = h.name
 		opts.uploaded = func(n int) {

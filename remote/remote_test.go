@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -344,6 +345,9 @@ func TestMasterKilledLeavesNothing(t *testing.T) {
 		t.Fatal("master helper did not start the job within 30s")
 	}
 	boss := parentPID(worker)
+	if boss <= 1 {
+		t.Fatalf("cannot find the boss of worker %d", worker)
+	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	waitGone(t, "boss", boss, 5*time.Second)
@@ -357,8 +361,12 @@ func parentPID(pid int) int {
 		return 0
 	}
 	s := string(b)
-	var ppid int
-	fmt.Sscanf(s[strings.LastIndexByte(s, ')')+2:], "%*c %d", &ppid)
+	// After "pid (comm) ": state, ppid, …
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
 	return ppid
 }
 
