@@ -2,10 +2,15 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 GO ?= go
+# The Go release the project builds and tests with: the machine's own Go
+# fetches it from the module proxy once (about 10 s). 1.26.9 fixes a
+# standard-library issue govulncheck reports for 1.26.8.
+export GOTOOLCHAIN := go1.26.9
+VULNDB_VERSION ?= v0.0.0-20261105234957-e22db6528018
 STATICCHECK_VERSION ?= v0.8.2
 GOVULNCHECK_VERSION ?= v1.9.0
 
-.PHONY: all setup tools test test-short lint demo bench bench-smoke agents build fuzz clean
+.PHONY: all setup tools test test-short lint vulncheck demo bench bench-smoke agents build fuzz clean
 
 all: build
 
@@ -30,7 +35,15 @@ lint: tools
 	test -z "$$(gofmt -l .)" || (gofmt -l . && false)
 	$(GO) vet ./...
 	staticcheck ./...
-	govulncheck ./...
+	$(MAKE) vulncheck
+
+# govulncheck against a database built locally from golang.org/x/vulndb's
+# OSV files (fetched through the module proxy): vuln.go.dev is not reachable
+# from these machines.
+vulncheck: tools
+	$(GO) mod download golang.org/x/vulndb@$(VULNDB_VERSION)
+	$(GO) run ./internal/cmd/mkvulndb -osv "$$($(GO) env GOMODCACHE)/golang.org/x/vulndb@$(VULNDB_VERSION)/data/osv" -out bin/vulndb
+	govulncheck -db file://$(CURDIR)/bin/vulndb ./...
 
 # The test command of the README and of CI.
 test: setup lint

@@ -60,11 +60,10 @@ type matchCriterion struct {
 
 // configSet is the parsed configuration: chunks in file order.
 type configSet struct {
-	chunks     []chunk
-	wantFinal  bool // a "Match final" asks for a second pass
-	readFiles  []string
-	homeDir    string
-	systemOnly bool
+	chunks    []chunk
+	wantFinal bool // a "Match final" asks for a second pass
+	readFiles []string
+	homeDir   string
 }
 
 // loadConfig reads the files ssh would read for o.
@@ -281,7 +280,7 @@ func parseMatch(rest string) ([]matchCriterion, error) {
 		return nil, fmt.Errorf("bad Match line: %v", err)
 	}
 	if len(words) == 0 {
-		return nil, errors.New("Match: missing criteria")
+		return nil, errors.New("missing Match criteria")
 	}
 	var out []matchCriterion
 	for i := 0; i < len(words); i++ {
@@ -295,11 +294,11 @@ func parseMatch(rest string) ([]matchCriterion, error) {
 		switch w {
 		case "all", "canonical", "final":
 			if w == "all" && (c.negate || len(words) > 1 && !onlyCanonFinal(words)) {
-				return nil, errors.New("Match: 'all' cannot be combined with other attributes")
+				return nil, errors.New("'all' cannot be combined with other Match attributes")
 			}
 		case "exec", "host", "originalhost", "user", "localuser":
 			if i+1 >= len(words) {
-				return nil, fmt.Errorf("Match %s: missing argument", w)
+				return nil, fmt.Errorf("missing argument to Match %s", w)
 			}
 			i++
 			c.arg = words[i]
