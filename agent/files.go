@@ -239,8 +239,9 @@ func fixDirs(dirs []dirFix) error {
 	return first
 }
 
-// typeName names the type of a special file.
-func typeName(m os.FileMode) string {
+// FileTypeName names the type of a special file ("named pipe", "socket",
+// …), for messages about files put and get skip.
+func FileTypeName(m os.FileMode) string {
 	switch {
 	case m&os.ModeNamedPipe != 0:
 		return "named pipe"
@@ -370,7 +371,7 @@ func putEntry(ctx context.Context, dest string, e *FileEntry, out *PutOut, dirs 
 		out.Bytes += n
 		return nil
 	default:
-		return fmt.Errorf("cannot create a %s", typeName(mode))
+		return fmt.Errorf("cannot create a %s", FileTypeName(mode))
 	}
 }
 
@@ -563,7 +564,7 @@ func (s *getSender) sendOne(p, name string, fi fs.FileInfo) error {
 		return s.add(e)
 	case fi.Mode().IsRegular():
 	default:
-		warnf("get %s: skipping %s", p, typeName(fi.Mode()))
+		warnf("get %s: skipping %s", p, FileTypeName(fi.Mode()))
 		s.out.Skipped++
 		return nil
 	}

@@ -123,7 +123,7 @@ func (t *putTask) add(p, name string, fi fs.FileInfo, warn func(string, ...any))
 	case fi.Mode().IsRegular():
 		e.Size = fi.Size()
 	default:
-		warn("%sput: skipping %s: a %s", warnPrefix, p, typeName(fi.Mode()))
+		warn("%sput: skipping %s: a %s", warnPrefix, p, agent.FileTypeName(fi.Mode()))
 		return nil
 	}
 	t.entries = append(t.entries, e)
@@ -318,21 +318,6 @@ func (t *getTask) done(o *outcome, res remote.Result, err error) {
 	}
 }
 
-// typeName names the type of a special file.
-func typeName(m os.FileMode) string {
-	switch {
-	case m&os.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&os.ModeSocket != 0:
-		return "socket"
-	case m&os.ModeCharDevice != 0:
-		return "character device"
-	case m&os.ModeDevice != 0:
-		return "device"
-	}
-	return "special file"
-}
-
 // hostDirName is the directory name a host's files go under.
 func hostDirName(host string) string {
 	s := strings.ReplaceAll(host, "/", hostDirReplacer)
@@ -480,7 +465,7 @@ func (g *getState) entryLocked(e *agent.FileEntry, last bool) (int, error) {
 		return 0, nil
 	case mode.IsRegular():
 	default:
-		g.refuse("%q is a %s, not a file, directory or link", p, typeName(mode))
+		g.refuse("%q is a %s, not a file, directory or link", p, agent.FileTypeName(mode))
 		return 0, nil
 	}
 	if e.Size < 0 || e.Size > maxGetFileSize {
