@@ -341,10 +341,15 @@ func TestCloseAndKillLeaveNothing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Close lets the jobs finish; Kill must stop them long before.
+			seconds := 1
+			if mode == "kill" {
+				seconds = 60
+			}
 			pids := make(chan string, 8)
 			var runs []*remote.Run
 			for range 4 {
-				runs = append(runs, p.Submit(context.Background(), remote.Job{Func: Sleep.Name(), Data: 1, Timeout: -1,
+				runs = append(runs, p.Submit(context.Background(), remote.Job{Func: Sleep.Name(), Data: seconds, Timeout: -1,
 					OnOutput: func(l string) { pids <- l }}))
 			}
 			var procs []int
