@@ -1039,8 +1039,8 @@ func TestFaultUnresponsiveHosts(t *testing.T) {
 // result) the master queues per running job between the connection's
 // reader and the job's handlers (remote/attempt.go). An output frame holds
 // at most what the worker read from the job's pipe at once (32 KiB), so a
-// blocked handler holds at most about 8 MiB before its connection stalls.
-const eventBuffer = 256
+// blocked handler holds at most about 1 MiB before its connection stalls.
+const eventBuffer = 32
 
 // TestFaultSlowConsumer blocks one job's OnOutput handler: another job on
 // the same connection still gets its output, callbacks and result, as long
