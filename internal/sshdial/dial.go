@@ -230,6 +230,9 @@ func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, 
 		}
 	default:
 		var d net.Dialer
+		if t.BindAddress != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(t.BindAddress)}
+		}
 		conn, err = d.DialContext(hctx, "tcp", addr)
 		if err != nil {
 			return nil, dialErr(err)

@@ -441,6 +441,34 @@ func TestDialLab(t *testing.T) {
 		}
 	})
 
+	t.Run("ProxyJump to a host reachable only through the jump", func(t *testing.T) {
+		// inner's sshd admits only connections from 127.0.0.1, which is
+		// where h1's sshd forwards from; the master itself connects from
+		// 127.0.0.9 (BindAddress). So inner can be reached through h1 and
+		// not directly — for OpenSSH's ssh and for us alike.
+		if _, err := lab.AddServer(sshdtest.Options{Name: "inner", Host: "127.0.1.9",
+			ExtraConfig: []string{"AllowUsers *@127.0.0.1"}}); err != nil {
+			t.Fatal(err)
+		}
+		o := base
+		o.Options = []string{"BindAddress=127.0.0.9"}
+		if _, err := connect(t, "inner", o); !errors.As(err, new(*AuthError)) {
+			t.Fatalf("direct connection from 127.0.0.9: got %v, want an *AuthError (sshd AllowUsers refuses it)", err)
+		}
+		if out, err := exec.Command("ssh", "-F", lab.ConfigFile, "-o", "BindAddress=127.0.0.9", "inner", "true").CombinedOutput(); err == nil {
+			t.Fatalf("OpenSSH reached inner directly: the lab does not isolate it (%s)", out)
+		}
+		o.JumpHosts = "h1"
+		c := mustConnect(t, "inner", o)
+		if out := run(t, c, "echo ok"); out != "ok\n" {
+			t.Fatalf("echo ok printed %q", out)
+		}
+		c.Close()
+		if out, err := exec.Command("ssh", "-F", lab.ConfigFile, "-o", "BindAddress=127.0.0.9", "-J", "h1", "inner", "echo ok").CombinedOutput(); err != nil || string(out) != "ok\n" {
+			t.Fatalf("OpenSSH through h1: %v %q", err, out)
+		}
+	})
+
 	t.Run("ProxyJump two hops from config", func(t *testing.T) {
 		cfg := labConfig(t, lab, "IdentityFile "+lab.IdentityFile)
 		b, _ := os.ReadFile(cfg)

@@ -46,6 +46,8 @@
 //     obtained wins, like ssh.
 //   - ConnectTimeout, ServerAliveInterval (ssh time formats such as 90 or
 //     1m30s), ServerAliveCountMax.
+//   - BindAddress (an IP address: the local address of direct TCP
+//     connections).
 //   - KexAlgorithms, Ciphers and MACs, including the +, - and ^ forms;
 //     algorithms that golang.org/x/crypto/ssh does not implement are dropped
 //     at Dial time (an error if none is left).

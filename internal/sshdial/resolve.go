@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -55,6 +56,9 @@ type Target struct {
 	// ConnectTimeout limits connecting and the SSH handshake of each hop;
 	// 0 means only the context limits them.
 	ConnectTimeout time.Duration
+	// BindAddress is the local address direct TCP connections are made
+	// from (ssh's BindAddress); "" lets the system choose.
+	BindAddress string
 	// ServerAliveInterval is the interval of keepalive requests (0: none).
 	ServerAliveInterval time.Duration
 	// ServerAliveCountMax is the number of unanswered keepalives after which
@@ -391,6 +395,12 @@ func (st *settings) target(host, home, localU string, nExplicit int) (*Target, e
 			}
 			*d.dest = dur
 		}
+	}
+	if v, ok := st.get("bindaddress"); ok {
+		if net.ParseIP(v) == nil {
+			return nil, bad("BindAddress", v, errors.New("want an IP address"))
+		}
+		t.BindAddress = v
 	}
 	t.ServerAliveCountMax = 3
 	if v, ok := st.get("serveralivecountmax"); ok {
