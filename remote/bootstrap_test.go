@@ -378,11 +378,20 @@ func TestBecome(t *testing.T) {
 	os.WriteFile(filepath.Join(fakeDoas, "doas"), []byte("#!/bin/sh\n"+
 		"echo \"$1 $2 $3 $4 $5\" >"+fakeDoas+"/args\n"+
 		"PATH=/usr/bin:/bin exec \"$4\" \"$5\" \"$6\"\n"), 0o755)
+	// A real doas (Debian's opendoas), found where sudo is not: a PATH
+	// holding only it.
+	realDoas := openTempDir(t)
+	if err := os.Symlink("/usr/bin/doas", filepath.Join(realDoas, "doas")); err != nil {
+		t.Fatal(err)
+	}
+	doasConf(t, "permit nopass twlogin as twbecome cmd /bin/sh\npermit twnopass as twbecome cmd /bin/sh\n")
 	for _, s := range []sshdtest.Options{
 		{Name: "login", User: "twlogin"},
 		{Name: "nopass", User: "twnopass"},
 		{Name: "nosudo", ExtraConfig: []string{"SetEnv PATH=/nonexistent"}},
 		{Name: "doas", ExtraConfig: []string{"SetEnv PATH=" + fakeDoas}},
+		{Name: "realdoas", User: "twlogin", ExtraConfig: []string{"SetEnv PATH=" + realDoas}},
+		{Name: "realdoas-nopass", User: "twnopass", ExtraConfig: []string{"SetEnv PATH=" + realDoas}},
 	} {
 		if _, err := l.AddServer(s); err != nil {
 			t.Fatal(err)
@@ -438,6 +447,67 @@ func TestBecome(t *testing.T) {
 		args, _ := os.ReadFile(filepath.Join(fakeDoas, "args"))
 		if got := strings.TrimSpace(string(args)); got != "-n -u twbecome /bin/sh -c" {
 			t.Errorf("doas got %q, want \"-n -u twbecome /bin/sh -c\" and the script", got)
+		}
+	})
+	t.Run("real doas", func(t *testing.T) {
+		b := mustBoot(t, l, "realdoas", remote.AgentOptions{Become: "twbecome", CacheDir: becomeCache(t, target)})
+		if b.who.UID != target {
+			t.Fatalf("through doas the job ran as uid %d, want twbecome's %d", b.who.UID, target)
+		}
+		b = mustFail(t, l, "realdoas-nopass", remote.AgentOptions{Become: "twbecome", CacheDir: becomeCache(t, target)},
+			"doas requires a password for twbecome on realdoas-nopass", "permit nopass")
+		if !errors.Is(b.err, remote.ErrBecome) || b.took > 5*time.Second {
+			t.Errorf("err = %v after %v, want ErrBecome at once", b.err, b.took)
+		}
+	})
+}
+
+// becomeCache is a fresh agent cache directory owned by uid.
+func becomeCache(t *testing.T, uid int) string {
+	t.Helper()
+	dir := filepath.Join(openTempDir(t), "cache")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, uid, -1); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// openTempDir is a temporary directory other users can traverse (t.TempDir
+// is private to root).
+func openTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "toworker-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// doasConf installs rules as /etc/doas.conf for the test, putting back
+// whatever was there at cleanup.
+func doasConf(t *testing.T, rules string) {
+	t.Helper()
+	if _, err := exec.LookPath("doas"); err != nil {
+		t.Fatal("doas is not installed: run `make setup` (apt-get install opendoas)")
+	}
+	const path = "/etc/doas.conf"
+	old, err := os.ReadFile(path)
+	had := err == nil
+	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if had {
+			os.WriteFile(path, old, 0o600)
+		} else {
+			os.Remove(path)
 		}
 	})
 }
