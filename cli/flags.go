@@ -308,6 +308,8 @@ type jobFlags struct {
 	options    strList
 	// agent
 	agentBinary, agentDir, agentCache string
+	agentPath, become                 string
+	keepVersions                      int
 	// running
 	chdir          string
 	fanout         int
@@ -347,6 +349,9 @@ func (j *jobFlags) register(f *flagSet, withChdir bool) {
 	f.str(&j.agentBinary, "PATH", "agent binary for hosts of this machine's platform (default: this program)", "agent-binary")
 	f.str(&j.agentDir, "DIR", "directory of agent-GOOS-GOARCH binaries for other platforms", "agent-dir")
 	f.str(&j.agentCache, "DIR", "agent cache directory on the hosts (default ~/.cache/toworker)", "agent-cache")
+	f.str(&j.agentPath, "PATH", "run the agent pre-installed at PATH on the hosts (checked against this program's hash) instead of uploading one", "agent-path")
+	f.str(&j.become, "USER", "run the agent, and every job, as USER through sudo -n (or doas -n): a password prompt is an error, never a hang", "become")
+	f.integer(&j.keepVersions, "N", "old agent versions to keep in each host's cache (default 3; -1 keeps all)", "keep-versions")
 }
 
 // maxFailCount returns how many failures stop the run, 0 for no limit.
@@ -387,7 +392,8 @@ func (j *jobFlags) poolConfig() remote.PoolConfig {
 			JumpHosts:     j.jump,
 			Options:       j.options,
 		},
-		Agent: remote.AgentOptions{Binary: j.agentBinary, Dir: j.agentDir, CacheDir: j.agentCache},
+		Agent: remote.AgentOptions{Binary: j.agentBinary, Dir: j.agentDir, CacheDir: j.agentCache,
+			Path: j.agentPath, Become: j.become, KeepVersions: j.keepVersions},
 	}
 	if j.timeout > 0 {
 		cfg.Timeout = j.timeout

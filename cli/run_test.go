@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/toworker/toworker/internal/sshdtest"
 )
 
 // hostIs is a shell condition true on lab host h<n> only: each lab server
@@ -450,5 +452,20 @@ func TestUsageErrors(t *testing.T) {
 	r = cli(t, "version")
 	if r.code != 0 || !strings.Contains(r.stdout, "commit ") || !strings.Contains(r.stdout, "go1") {
 		t.Errorf("version: %q", r.stdout)
+	}
+}
+
+// --become runs the command as another user through sudo -n; the lab logs
+// in as root, whom sudo lets become anyone without a password.
+func TestRunBecome(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a throwaway user")
+	}
+	if err := sshdtest.EnsureUser("twbecome", "/bin/sh"); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, "run", "--become", "twbecome", "-H", "h1", "--", "id -un")
+	if r.code != ExitOK || !has(r.stdout, "h1: twbecome") {
+		t.Fatalf("--become: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }
