@@ -40,10 +40,14 @@ type boss struct {
 	// start.
 	stdin, framesOut *os.File
 
-	mu       sync.Mutex // guards the fields below
-	workers  map[*bworker]struct{}
-	idle     []*bworker
-	jobs     map[uint32]*bjob
+	mu      sync.Mutex // guards the fields below
+	workers map[*bworker]struct{}
+	idle    []*bworker
+	jobs    map[uint32]*bjob
+	inline  map[uint32]*inlineJob // running Inline calls
+	// inlineWG counts Inline calls' goroutines: waited for at exit, but
+	// only so long, since a function may ignore its cancelled context.
+	inlineWG sync.WaitGroup
 	stopping bool
 
 	wg       sync.WaitGroup // every goroutine the boss starts
@@ -122,6 +126,7 @@ func serveBoss() error {
 		diag:      os.Stderr,
 		workers:   make(map[*bworker]struct{}),
 		jobs:      make(map[uint32]*bjob),
+		inline:    make(map[uint32]*inlineJob),
 		lastRecv:  time.Now(),
 	}
 	if err := b.out.WriteValue(wire.KindHello, 0, &wire.Hello{
@@ -166,6 +171,12 @@ func serveBoss() error {
 	close(stop)
 	b.shutdown()
 	b.wg.Wait()
+	inlineDone := make(chan struct{})
+	go func() { b.inlineWG.Wait(); close(inlineDone) }()
+	select {
+	case <-inlineDone:
+	case <-time.After(2 * time.Second):
+	}
 	if err == io.EOF {
 		return nil
 	}
@@ -223,6 +234,12 @@ func (b *boss) readLoop(r *wire.Reader) error {
 				b.fail(f.Job, &wire.Error{Kind: wire.ErrKindAgent, Message: err.Error()})
 			}
 		case wire.KindCallbackReply:
+			if ij := b.inlineJob(f.Job); ij != nil {
+				if err := ij.deliver(f); err != nil {
+					return fmt.Errorf("boss: callback reply for job %d: %w", f.Job, err)
+				}
+				continue
+			}
 			b.mu.Lock()
 			j := b.jobs[f.Job]
 			b.mu.Unlock()
@@ -255,6 +272,11 @@ func (b *boss) routeCall(f wire.Frame) error {
 		b.mu.Unlock()
 		return errors.New("agent is stopping")
 	}
+	b.mu.Unlock()
+	if b.startInline(f) {
+		return nil
+	}
+	b.mu.Lock()
 	var w *bworker
 	if n := len(b.idle); n > 0 {
 		w = b.idle[n-1]
@@ -599,6 +621,10 @@ func (s *crashScan) line(l string) {
 // cancel kills the worker running job id and its whole process group. The
 // reaper reports the job as cancelled.
 func (b *boss) cancel(id uint32) {
+	if ij := b.inlineJob(id); ij != nil {
+		ij.cancel() // an inline function can only be asked to stop
+		return
+	}
 	b.mu.Lock()
 	j := b.jobs[id]
 	if j == nil || j.resulted {
@@ -622,6 +648,9 @@ func (b *boss) fail(id uint32, e *wire.Error) {
 func (b *boss) shutdown() {
 	b.mu.Lock()
 	b.stopping = true
+	for _, ij := range b.inline {
+		ij.cancel()
+	}
 	ws := make([]*bworker, 0, len(b.workers))
 	for w := range b.workers {
 		ws = append(ws, w)

@@ -39,6 +39,7 @@ func (f Func[In, Out]) Name() string { return f.name }
 // entry is one registered function with its types erased.
 type entry struct {
 	name   string
+	inline bool // runs in the boss, not in a worker process (Inline)
 	inType reflect.Type
 	// call decodes data into the input type, runs the function, and encodes
 	// its output.
@@ -59,7 +60,7 @@ var registry struct {
 // (var F = agent.Register(...)). It panics if name is empty or already taken,
 // or if called after the agent has started serving: each is a programming
 // error in the binary itself, found the first time it runs.
-func Register[In, Out any](name string, fn func(context.Context, In) (Out, error)) Func[In, Out] {
+func Register[In, Out any](name string, fn func(context.Context, In) (Out, error), opts ...Option) Func[In, Out] {
 	if name == "" {
 		panic("agent: Register with an empty name")
 	}
@@ -87,6 +88,9 @@ func Register[In, Out any](name string, fn func(context.Context, In) (Out, error
 			return b, nil
 		},
 	}
+	for _, o := range opts {
+		o(e)
+	}
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
 	if registry.frozen {
@@ -101,6 +105,27 @@ func Register[In, Out any](name string, fn func(context.Context, In) (Out, error
 	registry.funcs[name] = e
 	return Func[In, Out]{name: name}
 }
+
+// Option changes how a registered function runs.
+type Option func(*entry)
+
+// Inline runs the function in the agent's boss process, in a goroutine of
+// its own, instead of in a worker process: a call then costs no hop to a
+// worker and back, which matters for small, frequent calls (lookups,
+// counters, health checks). The price is the worker's isolation, so use it
+// only for functions that
+//   - print nothing: their stdout and stderr are not captured per job (they
+//     go to the agent's diagnostics);
+//   - do not change the process: no Chdir (a job with Chdir fails), no
+//     os.Exit, no global state shared unsafely between concurrent calls;
+//   - cannot crash: a panic in the function's own goroutine is recovered
+//     and reported like any other, but a crash elsewhere takes the whole
+//     agent, and every job on the host, down;
+//   - honour ctx: a timeout or cancellation cancels ctx, but nothing can be
+//     killed.
+//
+// Callbacks and callback.Logger work as in a worker.
+func Inline() Option { return func(e *entry) { e.inline = true } }
 
 // lookup finds a registered function.
 func lookup(name string) (*entry, bool) {

@@ -302,7 +302,7 @@ func (l *jobLink) Host() string { return l.wk.host }
 
 func (l *jobLink) Logger() *slog.Logger {
 	if l.log == nil {
-		l.log = slog.New(&logHandler{link: l})
+		l.log = slog.New(&logHandler{w: l.wk.w, job: l.job})
 	}
 	return l.log
 }
@@ -327,6 +327,11 @@ func (l *jobLink) Callback(ctx context.Context, name string, in, out any) error 
 		l.wk.mu.Unlock()
 		return fmt.Errorf("callback %s: %w", name, err)
 	}
+	return callbackResult(name, rep, out)
+}
+
+// callbackResult turns a callback's reply into callback.Call's outcome.
+func callbackResult(name string, rep *wire.CallbackReply, out any) error {
 	if rep.Err != nil {
 		return &callback.Error{Name: name, Kind: rep.Err.Kind, Message: rep.Err.Message}
 	}
@@ -339,9 +344,10 @@ func (l *jobLink) Callback(ctx context.Context, name string, in, out any) error 
 	return nil
 }
 
-// logHandler sends slog records to the master.
+// logHandler sends slog records to the master as job's.
 type logHandler struct {
-	link  *jobLink
+	w     *wire.Writer
+	job   uint32
 	attrs []string
 	group string
 }
@@ -357,7 +363,7 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 		rec.Attrs = append(rec.Attrs, h.group+a.Key, a.Value.String())
 		return true
 	})
-	return h.link.wk.w.WriteValue(wire.KindLog, h.link.job, &rec)
+	return h.w.WriteValue(wire.KindLog, h.job, &rec)
 }
 
 func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler {

@@ -68,3 +68,16 @@ func BenchmarkEcho64K(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWarmCallInline is BenchmarkWarmCall for a function registered
+// with agent.Inline: it runs in the boss, with no hop to a worker process.
+func BenchmarkWarmCallInline(b *testing.B) {
+	p := benchPool(b, remote.PoolConfig{})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := remote.CallOn(ctx, p, "h1", InlineNoop, struct{}{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -205,3 +205,23 @@ var SlowSquare = agent.Register("test.slowsquare", func(ctx context.Context, n i
 	time.Sleep(10 * time.Millisecond)
 	return n * n, nil
 })
+
+// InlineInfo runs in the boss (agent.Inline): it reports its pid and makes
+// a callback.
+var InlineInfo = agent.Register("test.inline", func(ctx context.Context, n int) ([]int, error) {
+	var ack int
+	if err := callback.Call(ctx, "double", n, &ack); err != nil {
+		return nil, err
+	}
+	callback.Logger(ctx).Info("inline", "n", n)
+	return []int{os.Getpid(), ack}, nil
+}, agent.Inline())
+
+var InlineNoop = agent.Register("test.inlinenoop", func(ctx context.Context, _ struct{}) (struct{}, error) {
+	return struct{}{}, nil
+}, agent.Inline())
+
+var InlineSleep = agent.Register("test.inlinesleep", func(ctx context.Context, _ struct{}) (string, error) {
+	<-ctx.Done()
+	return "", ctx.Err()
+}, agent.Inline())

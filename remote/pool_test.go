@@ -410,3 +410,52 @@ func TestQueueBound(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestInlineFunctions(t *testing.T) {
+	var capt slogCapture
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h2"}, MaxPerHost: 8, Logger: slog.New(&capt)})
+	res, err := p.Submit(context.Background(), remote.Job{Func: Noop.Name()}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	boss := parentPID(res.WorkerPID)
+	double := map[string]remote.Callback{"double": func(ctx context.Context, req remote.CallbackRequest) (any, error) {
+		var n int
+		err := req.Decode(&n)
+		return 2 * n, err
+	}}
+	var runs []*remote.Run
+	for i := range 20 { // concurrent inline calls, each with a callback
+		runs = append(runs, p.Submit(context.Background(), remote.Job{Func: InlineInfo.Name(), Data: i, Callbacks: double}))
+	}
+	for i, r := range runs {
+		res, err := r.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int
+		if err := res.Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		if len(out) != 2 || out[0] != boss || out[1] != 2*i {
+			t.Errorf("inline call %d returned %v; want it to run in the boss (pid %d) and get %d from its callback", i, out, boss, 2*i)
+		}
+	}
+	if len(capt.recs) != 20 {
+		t.Errorf("got %d log records from inline calls, want 20", len(capt.recs))
+	}
+	// A Chdir is refused; a timeout cancels the function's context and the
+	// host stays usable.
+	_, err = p.Submit(context.Background(), remote.Job{Func: InlineNoop.Name(), Chdir: "/tmp"}).Wait()
+	var re *remote.RemoteError
+	if !errors.As(err, &re) || re.Kind != remote.KindChdir {
+		t.Errorf("inline with Chdir: %v, want a chdir error", err)
+	}
+	_, err = p.Submit(context.Background(), remote.Job{Func: InlineSleep.Name(), Timeout: 300 * time.Millisecond}).Wait()
+	if !errors.Is(err, remote.ErrTimeout) {
+		t.Errorf("inline past its timeout: %v, want ErrTimeout", err)
+	}
+	if _, err := remote.CallOn(context.Background(), p, "h2", InlineNoop, struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+}

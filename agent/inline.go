@@ -1,0 +1,132 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/toworker/toworker/internal/jobctx"
+	"github.com/toworker/toworker/internal/wire"
+)
+
+// inlineJob is a call of an Inline function, running in the boss.
+type inlineJob struct {
+	b      *boss
+	id     uint32
+	cancel context.CancelFunc
+
+	mu      sync.Mutex // guards pending, seq and log
+	pending map[uint64]chan *wire.CallbackReply
+	seq     uint64
+	log     *slog.Logger
+}
+
+// startInline runs call in a goroutine of the boss. It reports false when
+// the call is not for an Inline function (or cannot be read here), and the
+// caller routes it to a worker as usual.
+func (b *boss) startInline(f wire.Frame) bool {
+	if f.More {
+		return false // a large call: workers take it
+	}
+	v, err := wire.Decode(f.Kind, f.Payload)
+	if err != nil {
+		return false
+	}
+	call := v.(*wire.Call)
+	e, ok := lookup(call.Func)
+	if !ok || !e.inline {
+		return false
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	j := &inlineJob{b: b, id: f.Job, cancel: cancel, pending: make(map[uint64]chan *wire.CallbackReply)}
+	b.mu.Lock()
+	if b.stopping {
+		b.mu.Unlock()
+		cancel()
+		return false
+	}
+	b.inline[f.Job] = j
+	b.inlineWG.Add(1)
+	b.mu.Unlock()
+	go func() {
+		defer b.inlineWG.Done()
+		defer cancel()
+		res := &wire.Result{WorkerPID: os.Getpid()}
+		if call.Chdir != "" {
+			res.Err = &wire.Error{Kind: wire.ErrKindChdir, Message: fmt.Sprintf("%s is an Inline function: it runs in the agent itself and cannot change directory to %s", call.Func, call.Chdir)}
+		} else {
+			res.Data, res.Err = invoke(jobctx.With(ctx, j), e, call.Data)
+		}
+		b.mu.Lock()
+		delete(b.inline, f.Job)
+		b.mu.Unlock()
+		b.out.WriteValue(wire.KindResult, f.Job, res)
+	}()
+	return true
+}
+
+// inlineJob returns the running inline job id, if any.
+func (b *boss) inlineJob(id uint32) *inlineJob {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.inline[id]
+}
+
+func (j *inlineJob) Host() string { return j.b.hello.Host }
+
+func (j *inlineJob) Logger() *slog.Logger {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.log == nil {
+		j.log = slog.New(&logHandler{w: j.b.out, job: j.id})
+	}
+	return j.log
+}
+
+func (j *inlineJob) Callback(ctx context.Context, name string, in, out any) error {
+	data, err := wire.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("callback %s: encode input: %w", name, err)
+	}
+	ch := make(chan *wire.CallbackReply, 1)
+	j.mu.Lock()
+	j.seq++
+	seq := j.seq
+	j.pending[seq] = ch
+	j.mu.Unlock()
+	forget := func() {
+		j.mu.Lock()
+		delete(j.pending, seq)
+		j.mu.Unlock()
+	}
+	if err := j.b.out.WriteValue(wire.KindCallback, j.id, &wire.CallbackRequest{Seq: seq, Name: name, Data: data}); err != nil {
+		forget()
+		return fmt.Errorf("callback %s: %w", name, err)
+	}
+	select {
+	case rep := <-ch:
+		return callbackResult(name, rep, out)
+	case <-ctx.Done():
+		forget()
+		return fmt.Errorf("callback %s: %w", name, ctx.Err())
+	}
+}
+
+// deliver hands a callback reply frame to the waiting Callback.
+func (j *inlineJob) deliver(f wire.Frame) error {
+	v, err := wire.Decode(f.Kind, f.Payload)
+	if err != nil {
+		return err
+	}
+	rep := v.(*wire.CallbackReply)
+	j.mu.Lock()
+	ch := j.pending[rep.Seq]
+	delete(j.pending, rep.Seq)
+	j.mu.Unlock()
+	if ch != nil {
+		ch <- rep // buffered: never blocks
+	}
+	return nil
+}
