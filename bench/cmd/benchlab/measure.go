@@ -27,7 +27,10 @@ import (
 // The functions the benchmarks call. benchlab is its own agent.
 var (
 	Noop = agent.Register("bench.noop", func(ctx context.Context, _ struct{}) (struct{}, error) { return struct{}{}, nil })
-	Echo = agent.Register("bench.echo", func(ctx context.Context, b []byte) ([]byte, error) { return b, nil })
+	// InlineNoop is the same no-op run in the boss (agent.Inline): no hop to
+	// a worker process.
+	InlineNoop = agent.Register("bench.inlinenoop", func(ctx context.Context, _ struct{}) (struct{}, error) { return struct{}{}, nil }, agent.Inline())
+	Echo       = agent.Register("bench.echo", func(ctx context.Context, b []byte) ([]byte, error) { return b, nil })
 )
 
 // params are the sizes of one run.
@@ -487,6 +490,7 @@ func (e *env) parallel(f *Figure, pp params) {
 		return
 	}
 	defer p.Close()
+	call := func() error { return e.noop(p, "h1") }
 	run := func(d time.Duration, maxCalls int64) (int64, time.Duration, error) {
 		var n atomic.Int64
 		var firstErr error
@@ -499,7 +503,7 @@ func (e *env) parallel(f *Figure, pp params) {
 			go func() {
 				defer wg.Done()
 				for time.Now().Before(end) && n.Load() < maxCalls && e.ctx.Err() == nil {
-					if err := e.noop(p, "h1"); err != nil {
+					if err := call(); err != nil {
 						once.Do(func() { firstErr = err })
 						return
 					}
@@ -534,6 +538,23 @@ func (e *env) parallel(f *Figure, pp params) {
 		f.addNote(fmt.Sprintf("Worker processes on the host after the run: %d (MaxPerHost %d, MinWarm 1).", len(workers), g))
 	}
 	f.Variants = append(f.Variants, Variant{Name: "16 goroutines × CallOn(noop)", Role: "toworker", Stat: summarize(rates, false)})
+
+	// The same with the no-op registered agent.Inline(): it runs in the
+	// boss, so the rate is bounded by the master, sshd and the boss alone.
+	call = func() error {
+		_, err := remote.CallOn(e.ctx, p, "h1", InlineNoop, struct{}{})
+		return err
+	}
+	var inlineRates []float64
+	for range pp.parRounds {
+		n, d, err := run(pp.parDur, 1_000_000)
+		if err != nil {
+			e.fail(f, "16 goroutines, inline", err)
+			break
+		}
+		inlineRates = append(inlineRates, float64(n)/d.Seconds())
+	}
+	f.Variants = append(f.Variants, Variant{Name: "16 goroutines × CallOn(inline noop: agent.Inline)", Role: "toworker", Stat: summarize(inlineRates, false)})
 }
 
 func (e *env) pipelined(f *Figure, pp params) {
