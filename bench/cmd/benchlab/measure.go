@@ -611,6 +611,27 @@ func (e *env) pipelined(f *Figure, pp params) {
 		f.Variants = append(f.Variants, Variant{Name: fmt.Sprintf("Submit/Next, %d in flight, MaxPerHost %d (%d workers)", pp.pipeWindow, r.mph, r.workers), Role: role, Stat: summarize(r.rates, false)})
 		tried = append(tried, fmt.Sprint(r.mph))
 	}
+	// The same no-op registered agent.Inline(): it runs in the boss, so all
+	// the calls in flight run at once (MaxPerHost = the window).
+	if p, err := e.newPool(remote.PoolConfig{Hosts: []string{"h1"}, MaxPerHost: pp.pipeWindow, MinWarm: -1}); err != nil {
+		e.fail(f, "NewPool (inline)", err)
+	} else {
+		var rates []float64
+		if _, err := e.windowOf(p, InlineNoop.Name(), pp.pipeWindow, 2*pp.pipeWindow); err != nil {
+			e.fail(f, "warm-up (inline)", err)
+		} else {
+			for range pp.pipeRounds {
+				d, err := e.windowOf(p, InlineNoop.Name(), pp.pipeWindow, pp.pipeTotal)
+				if err != nil {
+					e.fail(f, "inline", err)
+					break
+				}
+				rates = append(rates, float64(pp.pipeTotal)/d.Seconds())
+			}
+		}
+		p.Close()
+		f.Variants = append(f.Variants, Variant{Name: fmt.Sprintf("Submit/Next, %d in flight, inline no-op (agent.Inline), MaxPerHost %d", pp.pipeWindow, pp.pipeWindow), Role: "reference", Stat: summarize(rates, false)})
+	}
 	if best >= 0 {
 		f.Extra = map[string]any{"max_per_host": all[best].mph, "tried": pp.pipeMaxPerHost, "cpu_us_per_call": all[best].cpu}
 		f.addNote(fmt.Sprintf("MaxPerHost %d is used: every job runs in a worker process of its own, so MaxPerHost is how many calls the host works on at once; the %d in flight beyond it wait in the master's queue. Tried %s; the best is reported.", all[best].mph, pp.pipeWindow, strings.Join(tried, ", ")))
@@ -621,10 +642,15 @@ func (e *env) pipelined(f *Figure, pp params) {
 // window keeps n runs in flight until total have completed, taking results
 // with Next in completion order.
 func (e *env) window(p *remote.Pool, n, total int) (time.Duration, error) {
+	return e.windowOf(p, Noop.Name(), n, total)
+}
+
+// windowOf is window for the function fn.
+func (e *env) windowOf(p *remote.Pool, fn string, n, total int) (time.Duration, error) {
 	t0 := time.Now()
 	submitted, done := 0, 0
 	for submitted < min(n, total) {
-		p.Submit(e.ctx, remote.Job{Host: "h1", Func: Noop.Name()})
+		p.Submit(e.ctx, remote.Job{Host: "h1", Func: fn})
 		submitted++
 	}
 	for done < total {
@@ -637,7 +663,7 @@ func (e *env) window(p *remote.Pool, n, total int) (time.Duration, error) {
 		}
 		done++
 		if submitted < total {
-			p.Submit(e.ctx, remote.Job{Host: "h1", Func: Noop.Name()})
+			p.Submit(e.ctx, remote.Job{Host: "h1", Func: fn})
 			submitted++
 		}
 	}
