@@ -145,9 +145,13 @@ type Run struct {
 	attempts int
 	excluded map[string]bool // hosts whose attempt failed in transport
 	queuedAt time.Time
-	admitted bool // holds a slot of the pool's bounded queue
-	taken    bool
-	inDone   bool // in the pool's completion list
+	admitted bool       // holds a slot of the pool's bounded queue
+	sync     bool       // set only during submit's own dispatch
+	syncHost *hostState // where that dispatch placed the run
+
+	stopDequeue func() bool // unregisters the context's dequeue; static after submit
+	taken       bool
+	inDone      bool // in the pool's completion list
 }
 
 // Wait blocks until the job's outcome is known and returns it. The error is
@@ -211,7 +215,7 @@ func DoRemoteJob(ctx context.Context, job Job) *Run {
 // master's stdout and stderr, prefixed "host: ".
 func Call[In, Out any](ctx context.Context, host string, fn agent.Func[In, Out], in In) (Out, error) {
 	var out Out
-	res, err := DoRemoteJob(ctx, Job{Host: host, Func: fn.Name(), Data: in}).Wait()
+	res, err := getDefaultPool().submit(ctx, Job{Host: host, Func: fn.Name(), Data: in}, true).Wait()
 	if err != nil {
 		return out, err
 	}
@@ -222,7 +226,7 @@ func Call[In, Out any](ctx context.Context, host string, fn agent.Func[In, Out],
 // host is empty.
 func CallOn[In, Out any](ctx context.Context, p *Pool, host string, fn agent.Func[In, Out], in In) (Out, error) {
 	var out Out
-	res, err := p.Submit(ctx, Job{Host: host, Func: fn.Name(), Data: in}).Wait()
+	res, err := p.submit(ctx, Job{Host: host, Func: fn.Name(), Data: in}, true).Wait()
 	if err != nil {
 		return out, err
 	}

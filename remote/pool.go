@@ -244,7 +244,12 @@ func (p *Pool) addHostLocked(name string) *hostState {
 // bounded only by memory the caller chooses to spend (each queued Run holds
 // its encoded input). A job that cannot be submitted (closed pool, input
 // that does not encode) gets a Run that is already done with the error.
-func (p *Pool) Submit(ctx context.Context, job Job) *Run {
+func (p *Pool) Submit(ctx context.Context, job Job) *Run { return p.submit(ctx, job, false) }
+
+// submit is Submit. With sync, when a host slot is free at once, the first
+// attempt runs in the calling goroutine before submit returns (for callers
+// that wait anyway, like CallOn): no hand-off to a runner and back.
+func (p *Pool) submit(ctx context.Context, job Job, sync bool) *Run {
 	r := &Run{job: job, ctx: ctx, pool: p, done: make(chan struct{})}
 	if ctx == nil {
 		r.ctx = context.Background()
@@ -265,6 +270,10 @@ func (p *Pool) Submit(ctx context.Context, job Job) *Run {
 		case <-r.ctx.Done():
 			err = fmt.Errorf("remote: queue full (%d jobs): %w", p.cfg.QueueSize, context.Cause(r.ctx))
 		}
+	}
+	if err == nil && r.ctx.Done() != nil {
+		// A cancelled context takes the run out of the queue at once.
+		r.stopDequeue = context.AfterFunc(r.ctx, func() { p.dequeue(r, context.Cause(r.ctx)) })
 	}
 	p.mu.Lock()
 	p.pending++
@@ -287,10 +296,19 @@ func (p *Pool) Submit(ctx context.Context, job Job) *Run {
 	p.total.submitted++
 	r.queuedAt = time.Now()
 	p.queue = append(p.queue, r)
+	r.sync = sync
 	p.dispatchLocked()
+	r.sync = false
+	h := r.syncHost
+	r.syncHost = nil
+	if h != nil {
+		p.wg.Add(1)
+	}
 	p.mu.Unlock()
-	// A cancelled context takes the run out of the queue at once.
-	context.AfterFunc(r.ctx, func() { p.dequeue(r, context.Cause(r.ctx)) })
+	if h != nil {
+		p.execute(r, h)
+		p.wg.Done()
+	}
 	return r
 }
 
@@ -342,6 +360,10 @@ func (p *Pool) dispatchLocked() {
 		p.total.running++
 		r.attempts++
 		p.running++
+		if r.sync {
+			r.syncHost = h // submit runs it in its caller's goroutine
+			continue
+		}
 		p.goExecute(task{r, h})
 	}
 	clear(p.queue[len(kept):])
@@ -624,6 +646,9 @@ func (p *Pool) attemptDone(r *Run, h *hostState, c *hostConn, o outcome) {
 // complete sets a run's outcome, calls its handlers, and wakes Wait and
 // Next.
 func (p *Pool) complete(r *Run, res Result, err error) {
+	if r.stopDequeue != nil {
+		r.stopDequeue()
+	}
 	if err == nil || res.Err != nil {
 		if r.job.WhenDone != nil && (err == nil || res.Err != nil) && res.Err == err {
 			r.job.WhenDone(res)
