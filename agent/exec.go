@@ -7,6 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
+
+	"github.com/toworker/toworker/internal/jobctx"
 )
 
 // ExecIn is the input of the built-in Exec function.
@@ -30,7 +33,13 @@ type ExecOut struct {
 // standard output and error captured as the job's. A non-zero exit status is
 // a result (ExecOut.ExitCode), not an error; failing to start the command is
 // an error.
-var Exec = Register("toworker.exec", runExec)
+//
+// Exec runs in the agent's boss (it starts a process anyway, so a worker
+// process in between would only cost time): the command gets the job's
+// directory, its stdout and stderr (and those of every process it starts)
+// become the job's output, and it runs in a process group of its own that
+// is killed when the job times out or is cancelled.
+var Exec = Register("toworker.exec", runExec, Inline(), func(e *entry) { e.ownDir = true })
 
 func runExec(ctx context.Context, in ExecIn) (ExecOut, error) {
 	var cmd *exec.Cmd
@@ -44,6 +53,18 @@ func runExec(ctx context.Context, in ExecIn) (ExecOut, error) {
 	}
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stderr
+	if j, ok := jobctx.From(ctx); ok {
+		if jio, ok := j.(inlineIO); ok {
+			cmd.Dir = jio.inlineDir()
+			cmd.Stdout, cmd.Stderr = jio.inlineOutput(0), jio.inlineOutput(1)
+			// The command's whole process group goes when the job does;
+			// output still held by processes it left behind is given up
+			// a second after it exits.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+			cmd.WaitDelay = time.Second
+		}
+	}
 	if len(in.Env) > 0 {
 		cmd.Env = append(os.Environ(), in.Env...)
 	}

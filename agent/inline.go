@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -16,6 +17,7 @@ type inlineJob struct {
 	b      *boss
 	id     uint32
 	cancel context.CancelFunc
+	dir    string // the job's Chdir, for functions that take it themselves
 
 	mu      sync.Mutex // guards pending, seq and log
 	pending map[uint64]chan *wire.CallbackReply
@@ -54,7 +56,17 @@ func (b *boss) startInline(f wire.Frame) bool {
 		defer b.inlineWG.Done()
 		defer cancel()
 		res := &wire.Result{WorkerPID: os.Getpid()}
-		if call.Chdir != "" {
+		if call.Chdir != "" && e.ownDir {
+			j.dir = expandHome(call.Chdir)
+			if fi, err := os.Stat(j.dir); err != nil || !fi.IsDir() {
+				if err == nil {
+					err = fmt.Errorf("chdir %s: not a directory", j.dir)
+				}
+				res.Err = &wire.Error{Kind: wire.ErrKindChdir, Message: err.Error()}
+			} else {
+				res.Data, res.Err = invoke(jobctx.With(ctx, j), e, call.Data)
+			}
+		} else if call.Chdir != "" {
 			res.Err = &wire.Error{Kind: wire.ErrKindChdir, Message: fmt.Sprintf("%s is an Inline function: it runs in the agent itself and cannot change directory to %s", call.Func, call.Chdir)}
 		} else {
 			res.Data, res.Err = invoke(jobctx.With(ctx, j), e, call.Data)
@@ -129,4 +141,35 @@ func (j *inlineJob) deliver(f wire.Frame) error {
 		ch <- rep // buffered: never blocks
 	}
 	return nil
+}
+
+// inlineIO is what an inline function that starts processes (Exec) needs
+// of its job: the directory to run in, and writers whose bytes become the
+// job's stdout and stderr frames.
+type inlineIO interface {
+	inlineDir() string
+	inlineOutput(stream int) io.Writer
+}
+
+func (j *inlineJob) inlineDir() string { return j.dir }
+
+func (j *inlineJob) inlineOutput(stream int) io.Writer {
+	return &frameWriter{out: j.b.out, job: j.id, kind: streamKinds[stream]}
+}
+
+// frameWriter turns writes into output frames of a job.
+type frameWriter struct {
+	out  *wire.Writer
+	job  uint32
+	kind wire.Kind
+}
+
+func (w *frameWriter) Write(p []byte) (int, error) {
+	for off := 0; off < len(p); off += 32 << 10 {
+		end := min(len(p), off+32<<10)
+		if err := w.out.WriteFrame(wire.Frame{Kind: w.kind, Job: w.job, Payload: p[off:end]}); err != nil {
+			return off, err
+		}
+	}
+	return len(p), nil
 }

@@ -40,6 +40,9 @@ func (f Func[In, Out]) Name() string { return f.name }
 type entry struct {
 	name   string
 	inline bool // runs in the boss, not in a worker process (Inline)
+	// ownDir: an inline function that takes the job's Chdir itself (it
+	// cannot be done for the whole boss); see inlineDir.
+	ownDir bool
 	inType reflect.Type
 	// call decodes data into the input type, runs the function, and encodes
 	// its output.
