@@ -521,7 +521,10 @@ func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadl
 	}
 	if old := h.conn; old != nil {
 		h.conn = nil
-		go old.close()
+		// The caller is a runner, counted in p.wg, so the count is above
+		// zero here and Close waits for this too.
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); old.close() }()
 	}
 	ch := make(chan struct{})
 	h.connecting = ch
