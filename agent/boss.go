@@ -218,23 +218,32 @@ func (b *boss) watch(sigs <-chan os.Signal, stop <-chan struct{}) {
 	}
 }
 
-// readLoop routes the master's frames until the stream ends.
+// readLoop routes the master's frames until the stream ends. A frame
+// forwarded to a worker is written before the next is read, so its buffer
+// is reused; one an Inline job keeps is not.
 func (b *boss) readLoop(r *wire.Reader) error {
+	var buf []byte
 	for {
-		f, err := r.ReadFrame()
+		f, err := r.ReadFrameReuse(buf)
 		if err != nil {
 			return err
 		}
+		buf = f.Payload[:0]
 		b.mu.Lock()
 		b.lastRecv = time.Now()
 		b.mu.Unlock()
 		switch f.Kind {
 		case wire.KindCall:
-			if err := b.routeCall(f); err != nil {
+			kept, err := b.routeCall(f)
+			if err != nil {
 				b.fail(f.Job, &wire.Error{Kind: wire.ErrKindAgent, Message: err.Error()})
+			}
+			if kept {
+				buf = nil
 			}
 		case wire.KindCallbackReply:
 			if ij := b.inlineJob(f.Job); ij != nil {
+				buf = nil
 				if err := ij.deliver(f); err != nil {
 					return fmt.Errorf("boss: callback reply for job %d: %w", f.Job, err)
 				}
@@ -259,22 +268,22 @@ func (b *boss) readLoop(r *wire.Reader) error {
 	}
 }
 
-// routeCall sends a call frame to the job's worker, assigning one with the
-// job's output pipes on its first frame.
-func (b *boss) routeCall(f wire.Frame) error {
+// routeCall sends a call frame to the job's worker, assigning one on its
+// first frame, or starts an Inline call, which keeps f's payload (kept).
+func (b *boss) routeCall(f wire.Frame) (kept bool, err error) {
 	b.mu.Lock()
 	if j := b.jobs[f.Job]; j != nil {
 		b.mu.Unlock()
 		j.w.send(sendItem{frame: f})
-		return nil
+		return false, nil
 	}
 	if b.stopping {
 		b.mu.Unlock()
-		return errors.New("agent is stopping")
+		return false, errors.New("agent is stopping")
 	}
 	b.mu.Unlock()
 	if b.startInline(f) {
-		return nil
+		return true, nil
 	}
 	b.mu.Lock()
 	var w *bworker
@@ -282,10 +291,9 @@ func (b *boss) routeCall(f wire.Frame) error {
 		w = b.idle[n-1]
 		b.idle = b.idle[:n-1]
 	} else {
-		var err error
 		if w, err = b.spawnLocked(); err != nil {
 			b.mu.Unlock()
-			return err
+			return false, err
 		}
 	}
 	j := &bjob{id: f.Job, w: w}
@@ -294,7 +302,7 @@ func (b *boss) routeCall(f wire.Frame) error {
 	b.jobs[f.Job] = j
 	b.mu.Unlock()
 	w.send(sendItem{frame: f})
-	return nil
+	return false, nil
 }
 
 // drainOutput forwards what is left in a dead worker's output pipes as job
@@ -392,8 +400,16 @@ func (w *bworker) send(it sendItem) {
 	if w.sendClosed {
 		return
 	}
-	w.sendBuf = wire.AppendFrame(w.sendBuf[:0], it.frame)
-	if _, err := w.conn.Write(w.sendBuf); err != nil {
+	var err error
+	if p := it.frame.Payload; len(p) > 4<<10 {
+		// Header and payload in one writev, the payload not copied.
+		bufs := net.Buffers{wire.AppendHeader(w.sendBuf[:0], it.frame), p}
+		_, err = bufs.WriteTo(w.conn)
+	} else {
+		w.sendBuf = wire.AppendFrame(w.sendBuf[:0], it.frame)
+		_, err = w.conn.Write(w.sendBuf)
+	}
+	if err != nil {
 		w.sendClosed = true
 	}
 }
@@ -432,11 +448,13 @@ func (b *boss) workerReadLoop(w *bworker) {
 	if _, err := r.ReadFrame(); err != nil { // the worker's hello
 		return
 	}
+	var buf []byte // each frame is written out before the next is read
 	for {
-		f, err := r.ReadFrame()
+		f, err := r.ReadFrameReuse(buf)
 		if err != nil {
 			return
 		}
+		buf = f.Payload[:0]
 		b.mu.Lock()
 		j := w.job
 		if j == nil || j.id != f.Job {

@@ -64,12 +64,12 @@ func (b *boss) startInline(f wire.Frame) bool {
 				}
 				res.Err = &wire.Error{Kind: wire.ErrKindChdir, Message: err.Error()}
 			} else {
-				res.Data, res.Err = invoke(jobctx.With(ctx, j), e, call.Data)
+				res.Data, res.DataTail, res.Err = invoke(jobctx.With(ctx, j), e, call.Data)
 			}
 		} else if call.Chdir != "" {
 			res.Err = &wire.Error{Kind: wire.ErrKindChdir, Message: fmt.Sprintf("%s is an Inline function: it runs in the agent itself and cannot change directory to %s", call.Func, call.Chdir)}
 		} else {
-			res.Data, res.Err = invoke(jobctx.With(ctx, j), e, call.Data)
+			res.Data, res.DataTail, res.Err = invoke(jobctx.With(ctx, j), e, call.Data)
 		}
 		b.mu.Lock()
 		delete(b.inline, f.Job)

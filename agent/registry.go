@@ -46,7 +46,9 @@ type entry struct {
 	inType reflect.Type
 	// call decodes data into the input type, runs the function, and encodes
 	// its output.
-	call func(ctx context.Context, data []byte) ([]byte, error)
+	// call decodes data, runs the function and encodes its output in the
+	// two pieces of wire.EncodeData.
+	call func(ctx context.Context, data []byte) (head, tail []byte, err error)
 }
 
 // registry is the process-wide function table. Registration happens from
@@ -73,22 +75,21 @@ func Register[In, Out any](name string, fn func(context.Context, In) (Out, error
 	e := &entry{
 		name:   name,
 		inType: reflect.TypeFor[In](),
-		call: func(ctx context.Context, data []byte) ([]byte, error) {
+		call: func(ctx context.Context, data []byte) (head, tail []byte, err error) {
 			var in In
 			if len(data) > 0 {
-				if err := wire.Unmarshal(data, &in); err != nil {
-					return nil, &decodeError{fn: name, typ: reflect.TypeFor[In](), err: err}
+				if err := wire.DecodeData(data, &in); err != nil {
+					return nil, nil, &decodeError{fn: name, typ: reflect.TypeFor[In](), err: err}
 				}
 			}
 			out, err := fn(ctx, in)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			b, err := wire.Marshal(out)
-			if err != nil {
-				return nil, fmt.Errorf("encode result of %s: %w", name, err)
+			if head, tail, err = wire.EncodeData(out); err != nil {
+				return nil, nil, fmt.Errorf("encode result of %s: %w", name, err)
 			}
-			return b, nil
+			return head, tail, nil
 		},
 	}
 	for _, o := range opts {
@@ -183,14 +184,14 @@ func Cascade(ctx context.Context, name string, in, out any) error {
 	if err != nil {
 		return fmt.Errorf("agent: cascade %s: encode input: %w", name, err)
 	}
-	res, err := e.call(ctx, data)
+	head, tail, err := e.call(ctx, data)
 	if err != nil {
 		return err
 	}
 	if out == nil {
 		return nil
 	}
-	if err := wire.Unmarshal(res, out); err != nil {
+	if err := wire.DecodeData(append(head, tail...), out); err != nil {
 		return fmt.Errorf("agent: cascade %s: decode output: %w", name, err)
 	}
 	return nil

@@ -227,7 +227,7 @@ func (wk *worker) runInit(name string) *wire.Error {
 	if !ok {
 		return &wire.Error{Kind: wire.ErrKindInit, Message: fmt.Sprintf("init function %q is not registered", name)}
 	}
-	_, werr := invoke(context.Background(), e, nil)
+	_, _, werr := invoke(context.Background(), e, nil)
 	if werr != nil {
 		werr.Message = "init " + name + ": " + werr.Message
 		werr.Kind = wire.ErrKindInit
@@ -258,8 +258,9 @@ func (wk *worker) runJob(c workerCall, initErr *wire.Error) *wire.Result {
 	}
 	link := &jobLink{wk: wk, job: c.job}
 	ctx := jobctx.With(context.Background(), link)
-	data, werr := invoke(ctx, e, c.call.Data)
-	return &wire.Result{Data: data, Err: werr}
+	res := &wire.Result{}
+	res.Data, res.DataTail, res.Err = invoke(ctx, e, c.call.Data)
+	return res
 }
 
 // expandHome expands a leading "~" or "~/" in a job's directory to the home
@@ -277,18 +278,19 @@ func expandHome(dir string) string {
 }
 
 // invoke runs a registered function, turning a panic into an error.
-func invoke(ctx context.Context, e *entry, data []byte) (out []byte, werr *wire.Error) {
+// The output is encoded in the two pieces of wire.EncodeData.
+func invoke(ctx context.Context, e *entry, data []byte) (head, tail []byte, werr *wire.Error) {
 	defer func() {
 		if p := recover(); p != nil {
-			out = nil
+			head, tail = nil, nil
 			werr = &wire.Error{Kind: wire.ErrKindPanic, Message: fmt.Sprintf("panic: %v", p), Stack: string(debug.Stack())}
 		}
 	}()
-	out, err := e.call(ctx, data)
+	head, tail, err := e.call(ctx, data)
 	if err != nil {
-		return nil, &wire.Error{Kind: errorKind(err), Message: err.Error()}
+		return nil, nil, &wire.Error{Kind: errorKind(err), Message: err.Error()}
 	}
-	return out, nil
+	return head, tail, nil
 }
 
 // jobLink is the running job's side of package callback.

@@ -127,7 +127,7 @@ type outcome struct {
 // call is the wire form of the attempt's job.
 func (a *attempt) call(timeout time.Duration) *wire.Call {
 	r := a.run
-	call := &wire.Call{Func: r.job.Func, Data: r.data, Chdir: r.job.Chdir, Desc: r.job.Desc}
+	call := &wire.Call{Func: r.job.Func, Data: r.data, DataTail: r.dataTail, Chdir: r.job.Chdir, Desc: r.job.Desc}
 	if timeout > 0 {
 		call.TimeoutMillis = timeout.Milliseconds()
 	}

@@ -123,8 +123,8 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 		return nil, err
 	}
 	block := wire.AppendFrame(nil, wire.Frame{Kind: wire.KindHello, Payload: helloFrame})
-	if first != nil {
-		data, err := wire.Marshal(firstCall)
+	if first != nil && len(firstCall.Data)+len(firstCall.DataTail) <= wire.ChunkSize {
+		data, err := wire.MarshalMessage(firstCall)
 		if err != nil {
 			return nil, err
 		}
@@ -378,14 +378,14 @@ func (c *hostConn) dispatch(f wire.Frame) error {
 
 // start registers an attempt and sends its call.
 func (c *hostConn) start(a *attempt, call *wire.Call) error {
-	data, err := wire.Marshal(call)
+	head, err := wire.Marshal(call) // the data follows it, not copied
 	if err != nil {
 		return err
 	}
 	if err := c.register(a); err != nil {
 		return err
 	}
-	if err := c.w.WriteMessage(wire.KindCall, a.id, data); err != nil {
+	if err := c.w.WriteMessage(wire.KindCall, a.id, head, call.Data, call.DataTail); err != nil {
 		c.mu.Lock()
 		delete(c.pending, a.id)
 		c.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -1456,6 +1457,21 @@ func fullFrame(kind wire.Kind, job uint32, payload []byte) []byte {
 	return frame(uint32(len(payload)), byte(kind), job, payload)
 }
 
+// splitStart is the payload of a split message's first frame: the size it
+// announces, then data.
+func splitStart(size int, data []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, uint64(size)), data...)
+}
+
+// mustMessage encodes a message payload as the agent sends it.
+func mustMessage(tb testing.TB, v any) []byte {
+	b, err := wire.MarshalMessage(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
 func mustCBOR(tb testing.TB, v any) []byte {
 	b, err := wire.Marshal(v)
 	if err != nil {
@@ -1510,20 +1526,23 @@ func TestFaultMaliciousHostFrames(t *testing.T) {
 		{name: "byte string claiming 4 GiB", send: func(job uint32) []byte {
 			return fullFrame(wire.KindCallback, job, []byte{0xa2, 0x01, 0x01, 0x03, 0x5b, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x00})
 		}, says: "unexpected EOF", op: "run"},
-		{name: "message over MaxMessage in chunks", maxMessage: 2 << 20, send: func(job uint32) []byte {
-			var b []byte
-			for range 3 {
-				b = append(b, fullFrame(wire.KindCallback|0x80, job, big)...)
-			}
-			return b
-		}, is: wire.ErrMessageTooLarge, op: "run"},
+		{name: "message announcing more than MaxMessage", maxMessage: 2 << 20, send: func(job uint32) []byte {
+			return fullFrame(wire.KindCallback|0x80, job, splitStart(3<<20, big[:512<<10]))
+		}, is: wire.ErrMessageTooLarge, says: "announces", op: "run"},
+		{name: "message over what it announced", maxMessage: 2 << 20, send: func(job uint32) []byte {
+			b := fullFrame(wire.KindCallback|0x80, job, splitStart(1<<20, big[:512<<10]))
+			return append(b, fullFrame(wire.KindCallback, job, big)...)
+		}, says: "longer than", op: "run"},
 		{name: "partial messages over the cap across jobs", maxMessage: 2 << 20, send: func(job uint32) []byte {
 			var b []byte
 			for j := range uint32(5) {
-				b = append(b, fullFrame(wire.KindLog|0x80, job+j, big)...)
+				b = append(b, fullFrame(wire.KindLog|0x80, job+j, splitStart(3<<19, big[:512<<10]))...)
 			}
 			return b
-		}, is: wire.ErrMessageTooLarge, op: "run"},
+		}, is: wire.ErrMessageTooLarge, says: "partial", op: "run"},
+		{name: "split message without its size", send: func(job uint32) []byte {
+			return fullFrame(wire.KindResult|0x80, job, []byte{1, 2, 3})
+		}, says: "no size", op: "run"},
 		{name: "truncated frame", send: func(job uint32) []byte { return frame(1000, byte(wire.KindResult), job, []byte("short")) },
 			says: "unexpected EOF", op: "run"},
 		{name: "unknown frame kind", send: func(job uint32) []byte { return frame(0, 99, job, nil) },
@@ -1654,7 +1673,7 @@ func TestFaultMaliciousBootstrap(t *testing.T) {
 		{"first frame is not a hello", func(ch ssh.Channel) {
 			readPreamble(ch)
 			io.WriteString(ch, wire.AgentMarker+"\n")
-			ch.Write(fullFrame(wire.KindResult, 1, mustCBOR(t, &wire.Result{})))
+			ch.Write(fullFrame(wire.KindResult, 1, mustMessage(t, &wire.Result{})))
 		}, "not hello"},
 		{"marker of another version", func(ch ssh.Channel) {
 			readPreamble(ch)
@@ -1900,7 +1919,7 @@ func decodeBounded(t *testing.T, b []byte, decode func(v any) error) {
 // Result.Decode turns into the caller's type. Seeds are in
 // testdata/fuzz/FuzzResultDecode.
 func FuzzResultDecode(f *testing.F) {
-	f.Add(mustCBOR(f, &wire.Result{Data: mustCBOR(f, CountOut{N: 3, Cwd: "/", Acks: []string{"a"}})}))
+	f.Add(mustMessage(f, &wire.Result{Data: mustCBOR(f, CountOut{N: 3, Cwd: "/", Acks: []string{"a"}})}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		decodeBounded(t, b, func(v any) error { return withData(t, remote.Result{}, b).Decode(v) })
 		if v, err := wire.Decode(wire.KindResult, b); err == nil {

@@ -30,8 +30,8 @@ type Job struct {
 	// Prefix is put before each output line when OnOutput/OnError are
 	// nil; empty means "host: ".
 	Prefix string
-	// Data is the function's input, encoded as CBOR. A cbor.RawMessage is
-	// sent as is.
+	// Data is the function's input, encoded as CBOR when the job is
+	// submitted. A cbor.RawMessage is sent as is.
 	Data any
 
 	// WhenDone is called with the result when the function has returned,
@@ -121,7 +121,7 @@ func (r Result) Decode(v any) error {
 	if len(r.data) == 0 {
 		return fmt.Errorf("remote: %s on %s: no result data", r.Func, r.Host)
 	}
-	if err := wire.Unmarshal(r.data, v); err != nil {
+	if err := wire.DecodeData(r.data, v); err != nil {
 		return fmt.Errorf("remote: %s on %s: decode result into %T: %w", r.Func, r.Host, v, err)
 	}
 	return nil
@@ -135,7 +135,9 @@ type Run struct {
 	job  Job
 	ctx  context.Context
 	pool *Pool
-	data []byte // the encoded input
+	// The encoded input, in the two pieces of wire.EncodeData: a large
+	// []byte input is sent from the caller's slice, not copied.
+	data, dataTail []byte
 
 	done chan struct{} // closed when res and err are set
 	res  Result
@@ -224,6 +226,11 @@ func Call[In, Out any](ctx context.Context, host string, fn agent.Func[In, Out],
 
 // CallOn is Call through a pool: on host, or on any host of the pool when
 // host is empty.
+//
+// A []byte input or output of 4 KiB or more is not copied on its way: the
+// input is sent from in itself, so it must not change until CallOn (or
+// Call) returns, and the output is a slice of the received message.
+// Submit, which returns at once, copies its input.
 func CallOn[In, Out any](ctx context.Context, p *Pool, host string, fn agent.Func[In, Out], in In) (Out, error) {
 	var out Out
 	res, err := p.submit(ctx, Job{Host: host, Func: fn.Name(), Data: in}, true).Wait()

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"errors"
@@ -259,8 +260,14 @@ func (p *Pool) submit(ctx context.Context, job Job, sync bool) *Run {
 	case job.Func == "":
 		err = errNoFunc
 	case job.Data != nil:
-		if r.data, err = wire.Marshal(job.Data); err != nil {
+		if r.data, r.dataTail, err = wire.EncodeData(job.Data); err != nil {
 			err = fmt.Errorf("remote: encode data for %s: %w", job.Func, err)
+		}
+		if !sync && r.dataTail != nil {
+			// A large []byte is sent from the caller's slice by CallOn,
+			// which returns only when the call is over; Submit returns at
+			// once, and the caller may reuse its buffer.
+			r.dataTail = bytes.Clone(r.dataTail)
 		}
 	}
 	if err == nil {

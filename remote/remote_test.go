@@ -400,3 +400,32 @@ func TestBigPayloadRoundTrip(t *testing.T) {
 		t.Fatal("8 MiB echo came back different")
 	}
 }
+
+// Submit returns at once and the caller may reuse its buffer: a large
+// []byte input is sent as it was when submitted, though the master sends
+// CallOn's input from the caller's slice without copying it.
+func TestSubmitKeepsInputAsSubmitted(t *testing.T) {
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h1"}, MaxPerHost: 1})
+	// Hold the only slot so the job waits in the queue while the buffer
+	// is overwritten.
+	block := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Sleep.Name(), Data: 1})
+	buf := bytes.Repeat([]byte("a"), 1<<20)
+	run := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Echo.Name(), Data: buf})
+	for i := range buf {
+		buf[i] = 'b'
+	}
+	if _, err := block.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := run.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	if err := res.Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, bytes.Repeat([]byte("a"), 1<<20)) {
+		t.Fatal("the job got the buffer as changed after Submit, not as submitted")
+	}
+}

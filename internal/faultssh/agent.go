@@ -86,9 +86,10 @@ func (a *Agent) WriteFrame(f wire.Frame) error {
 	return a.WriteRaw(wire.AppendFrame(nil, f))
 }
 
-// WriteValue encodes v as CBOR and writes it as one frame of kind k for job.
+// WriteValue encodes v as a message payload (for a Call or Result, its CBOR
+// then its data) and writes it as one frame of kind k for job.
 func (a *Agent) WriteValue(k wire.Kind, job uint32, v any) error {
-	b, err := wire.Marshal(v)
+	b, err := wire.MarshalMessage(v)
 	if err != nil {
 		return err
 	}

@@ -74,79 +74,142 @@ func (r *Reader) Buffered() *bufio.Reader { return r.r }
 // ReadFrame reads one frame. Its payload is freshly allocated and owned by the
 // caller. Errors other than io.EOF at a frame boundary are *ProtocolError or
 // the underlying read error wrapped with io.ErrUnexpectedEOF.
-func (r *Reader) ReadFrame() (Frame, error) {
-	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
-		if err == io.ErrUnexpectedEOF {
-			return Frame{}, protoErr("read frame header", err)
-		}
+func (r *Reader) ReadFrame() (Frame, error) { return r.ReadFrameReuse(nil) }
+
+// ReadFrameReuse is ReadFrame reading the payload into buf when it is large
+// enough, for a caller that is done with each frame before reading the next
+// (a forwarder). The payload then aliases buf.
+func (r *Reader) ReadFrameReuse(buf []byte) (Frame, error) {
+	f, n, err := r.readHeader()
+	if err != nil {
+		return f, err
+	}
+	if cap(buf) >= n {
+		f.Payload = buf[:n]
+	} else {
+		f.Payload = make([]byte, n)
+	}
+	if err := r.readPayload(f, f.Payload); err != nil {
 		return Frame{}, err
 	}
-	n := binary.BigEndian.Uint32(r.hdr[0:4])
+	return f, nil
+}
+
+// readHeader reads and checks a frame header; n is its payload's length.
+func (r *Reader) readHeader() (f Frame, n int, err error) {
+	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return Frame{}, 0, protoErr("read frame header", err)
+		}
+		return Frame{}, 0, err
+	}
+	size := binary.BigEndian.Uint32(r.hdr[0:4])
 	k := Kind(r.hdr[4] &^ moreBit)
-	f := Frame{Kind: k, More: r.hdr[4]&moreBit != 0, Job: binary.BigEndian.Uint32(r.hdr[5:9])}
-	if n > MaxFrame {
-		return Frame{}, protoErr("read frame", fmt.Errorf("%w: %s frame of job %d claims %d bytes (limit %d)", ErrFrameTooLarge, k, f.Job, n, MaxFrame))
+	f = Frame{Kind: k, More: r.hdr[4]&moreBit != 0, Job: binary.BigEndian.Uint32(r.hdr[5:9])}
+	if size > MaxFrame {
+		return Frame{}, 0, protoErr("read frame", fmt.Errorf("%w: %s frame of job %d claims %d bytes (limit %d)", ErrFrameTooLarge, k, f.Job, size, MaxFrame))
 	}
 	if !k.Valid() {
-		return Frame{}, protoErr("read frame", fmt.Errorf("%w %d", ErrUnknownKind, uint8(k)))
+		return Frame{}, 0, protoErr("read frame", fmt.Errorf("%w %d", ErrUnknownKind, uint8(k)))
 	}
-	f.Payload = make([]byte, n)
-	if _, err := io.ReadFull(r.r, f.Payload); err != nil {
+	return f, int(size), nil
+}
+
+// readPayload reads len(p) bytes of f's payload into p.
+func (r *Reader) readPayload(f Frame, p []byte) error {
+	if _, err := io.ReadFull(r.r, p); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return Frame{}, protoErr(fmt.Sprintf("read %s frame payload", k), err)
+		return protoErr(fmt.Sprintf("read %s frame payload", f.Kind), err)
 	}
-	return f, nil
+	return nil
 }
 
 // ReadMessage reads frames until one message is complete and returns it as a
 // frame whose Payload holds the whole message. Raw output frames are returned
 // as they come. Partial messages of different jobs may interleave.
+//
+// The first frame of a split message announces the message's size (see
+// sizePrefixLen), so its frames are read straight into one buffer of that
+// size: a large message is neither copied nor reallocated as it arrives.
 func (r *Reader) ReadMessage() (Frame, error) {
 	for {
-		f, err := r.ReadFrame()
+		f, n, err := r.readHeader()
 		if err != nil {
 			return f, err
 		}
-		if f.Kind == KindAbort {
-			r.drop(f.Job)
-			continue
-		}
 		key := partKey{f.Job, f.Kind}
-		prev, partial := r.parts[key]
-		if !f.More && !partial {
+		msg, partial := r.parts[key]
+		if f.Kind == KindAbort || (!f.More && !partial) {
+			f.Payload = make([]byte, n)
+			if err := r.readPayload(f, f.Payload); err != nil {
+				return Frame{}, err
+			}
+			if f.Kind == KindAbort {
+				r.drop(f.Job)
+				continue
+			}
 			return f, nil
 		}
 		if f.Kind.Raw() {
 			return Frame{}, protoErr("read message", fmt.Errorf("%s frame with more bit", f.Kind))
 		}
-		if len(prev)+len(f.Payload) > r.lim.maxMessage() {
-			return Frame{}, protoErr("read message", fmt.Errorf("%w: %s message of job %d exceeds %d bytes", ErrMessageTooLarge, f.Kind, f.Job, r.lim.maxMessage()))
+		if !partial {
+			if msg, n, err = r.startMessage(f, n); err != nil {
+				return Frame{}, err
+			}
 		}
-		if r.held+len(f.Payload) > r.lim.maxPartial() {
-			return Frame{}, protoErr("read message", fmt.Errorf("%w: partial messages exceed %d bytes", ErrMessageTooLarge, r.lim.maxPartial()))
+		if len(msg)+n > cap(msg) {
+			return Frame{}, protoErr("read message", fmt.Errorf("%s message of job %d is longer than the %d bytes it announced", f.Kind, f.Job, cap(msg)))
 		}
-		if r.parts == nil {
-			r.parts = make(map[partKey][]byte)
+		if err := r.readPayload(f, msg[len(msg):len(msg)+n]); err != nil {
+			return Frame{}, err
 		}
-		prev = append(prev, f.Payload...)
-		r.held += len(f.Payload)
+		msg = msg[:len(msg)+n]
 		if f.More {
-			r.parts[key] = prev
+			if r.parts == nil {
+				r.parts = make(map[partKey][]byte)
+			}
+			r.parts[key] = msg
 			continue
 		}
 		delete(r.parts, key)
-		r.held -= len(prev)
-		f.Payload = prev
+		r.held -= cap(msg)
+		if len(msg) != cap(msg) {
+			return Frame{}, protoErr("read message", fmt.Errorf("%s message of job %d has %d of the %d bytes it announced", f.Kind, f.Job, len(msg), cap(msg)))
+		}
+		f.Payload = msg
 		return f, nil
 	}
+}
+
+// startMessage reads the size a split message's first frame announces,
+// checks it against the limits and returns the message's buffer, and how
+// much of the frame's payload is left to read into it.
+func (r *Reader) startMessage(f Frame, n int) ([]byte, int, error) {
+	if n < sizePrefixLen {
+		return nil, 0, protoErr("read message", fmt.Errorf("first frame of a split %s message of job %d has no size", f.Kind, f.Job))
+	}
+	var sz [sizePrefixLen]byte
+	if err := r.readPayload(f, sz[:]); err != nil {
+		return nil, 0, err
+	}
+	size := binary.BigEndian.Uint64(sz[:])
+	if size > uint64(r.lim.maxMessage()) {
+		return nil, 0, protoErr("read message", fmt.Errorf("%w: %s message of job %d announces %d bytes (limit %d)", ErrMessageTooLarge, f.Kind, f.Job, size, r.lim.maxMessage()))
+	}
+	if r.held+int(size) > r.lim.maxPartial() {
+		return nil, 0, protoErr("read message", fmt.Errorf("%w: partial messages would exceed %d bytes", ErrMessageTooLarge, r.lim.maxPartial()))
+	}
+	r.held += int(size)
+	return make([]byte, 0, size), n - sizePrefixLen, nil
 }
 
 func (r *Reader) drop(job uint32) {
 	for k, v := range r.parts {
 		if k.job == job {
-			r.held -= len(v)
+			r.held -= cap(v)
 			delete(r.parts, k)
 		}
 	}
@@ -181,19 +244,23 @@ func (w *Writer) WriteFrame(f Frame) error {
 	}
 	w.waiting.Add(1)
 	w.mu.Lock()
-	err := w.writeLocked(f)
+	err := w.writeLocked(f, len(f.Payload), f.Payload)
 	w.mu.Unlock()
 	return err
 }
 
-// writeLocked writes f and flushes when no other writer is waiting.
-// w.mu is held.
-func (w *Writer) writeLocked(f Frame) error {
+// writeLocked writes a frame with f's header and a payload of n bytes made
+// of pieces, and flushes when no other writer is waiting. w.mu is held.
+func (w *Writer) writeLocked(f Frame, n int, pieces ...[]byte) error {
 	if w.err == nil {
 		var hdr [HeaderLen]byte
-		putHeader(hdr[:], f, len(f.Payload))
+		putHeader(hdr[:], f, n)
 		w.w.Write(hdr[:])
-		_, w.err = w.w.Write(f.Payload)
+		for _, p := range pieces {
+			if _, w.err = w.w.Write(p); w.err != nil {
+				break
+			}
+		}
 	}
 	w.releaseLocked()
 	return w.err
@@ -207,18 +274,24 @@ func (w *Writer) releaseLocked() {
 	}
 }
 
-// WriteMessage writes payload as one message of kind k for job, split into
-// frames of at most ChunkSize. While a message is split, other messages of the
-// same job and kind wait for it, so the reader never mixes two of them.
-func (w *Writer) WriteMessage(k Kind, job uint32, payload []byte) error {
+// WriteMessage writes the concatenation of parts as one message of kind k
+// for job, split into frames of at most ChunkSize. The parts are written as
+// they are, never joined, so a large payload is not copied. While a message
+// is split, other messages of the same job and kind wait for it, so the
+// reader never mixes two of them.
+func (w *Writer) WriteMessage(k Kind, job uint32, parts ...[]byte) error {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
 	key := partKey{job, k}
 	for {
 		w.waiting.Add(1)
 		w.mu.Lock()
 		wait, busy := w.big[key]
 		if !busy {
-			if len(payload) <= ChunkSize {
-				err := w.writeLocked(Frame{Kind: k, Job: job, Payload: payload})
+			if size <= ChunkSize {
+				err := w.writeLocked(Frame{Kind: k, Job: job}, size, parts...)
 				w.mu.Unlock()
 				return err
 			}
@@ -228,8 +301,9 @@ func (w *Writer) WriteMessage(k Kind, job uint32, payload []byte) error {
 		w.mu.Unlock()
 		<-wait
 	}
-	// A multi-frame message: mark it in flight, then write chunk by chunk,
-	// letting other frames in between.
+	// A split message: mark it in flight, then write chunk by chunk,
+	// letting other frames in between. The first frame starts with the
+	// message's size.
 	done := make(chan struct{})
 	if w.big == nil {
 		w.big = make(map[partKey]chan struct{})
@@ -243,13 +317,44 @@ func (w *Writer) WriteMessage(k Kind, job uint32, payload []byte) error {
 		w.mu.Unlock()
 		close(done)
 	}()
-	for len(payload) > 0 {
-		n := min(len(payload), ChunkSize)
-		f := Frame{Kind: k, Job: job, Payload: payload[:n], More: n < len(payload)}
-		if err := w.WriteFrame(f); err != nil {
+	parts = append([][]byte(nil), parts...) // consumed below; the caller's stays whole
+	var sz [sizePrefixLen]byte
+	binary.BigEndian.PutUint64(sz[:], uint64(size))
+	var pieces [][]byte
+	first := true
+	for size > 0 {
+		room := ChunkSize
+		pieces = pieces[:0]
+		if first {
+			pieces = append(pieces, sz[:])
+			room -= sizePrefixLen
+		}
+		n := 0
+		for n < room && len(parts) > 0 {
+			p := parts[0]
+			take := min(len(p), room-n)
+			if take > 0 {
+				pieces = append(pieces, p[:take])
+			}
+			n += take
+			if take == len(p) {
+				parts = parts[1:]
+			} else {
+				parts[0] = p[take:]
+			}
+		}
+		size -= n
+		if first {
+			n += sizePrefixLen
+			first = false
+		}
+		w.waiting.Add(1)
+		w.mu.Lock()
+		err := w.writeLocked(Frame{Kind: k, Job: job, More: size > 0}, n, pieces...)
+		w.mu.Unlock()
+		if err != nil {
 			return err
 		}
-		payload = payload[n:]
 	}
 	return nil
 }
@@ -267,6 +372,14 @@ func AppendFrame(dst []byte, f Frame) []byte {
 	putHeader(hdr[:], f, len(f.Payload))
 	dst = append(dst, hdr[:]...)
 	return append(dst, f.Payload...)
+}
+
+// AppendHeader appends the header of f, for a payload of len(f.Payload)
+// bytes written separately, to dst.
+func AppendHeader(dst []byte, f Frame) []byte {
+	var hdr [HeaderLen]byte
+	putHeader(hdr[:], f, len(f.Payload))
+	return append(dst, hdr[:]...)
 }
 
 func putHeader(hdr []byte, f Frame, n int) {

@@ -30,10 +30,16 @@ type Hello struct {
 
 // Call asks for a registered function to run as job J.
 type Call struct {
-	Func  string          `cbor:"1,keyasint"`
-	Data  cbor.RawMessage `cbor:"2,keyasint,omitempty"`
-	Chdir string          `cbor:"3,keyasint,omitempty"`
-	Desc  string          `cbor:"4,keyasint,omitempty"`
+	Func string `cbor:"1,keyasint"`
+	// Data is the function's input, CBOR-encoded, and DataTail the rest of
+	// it when it is in two pieces (see EncodeData). On the wire the data
+	// follows the Call's own CBOR encoding instead of being one of its
+	// fields, so it is copied neither into the encoding nor out of it: a
+	// decoded Call's Data aliases the message, and DataTail is nil.
+	Data     []byte `cbor:"-"`
+	DataTail []byte `cbor:"-"`
+	Chdir    string `cbor:"3,keyasint,omitempty"`
+	Desc     string `cbor:"4,keyasint,omitempty"`
 	// TimeoutMillis, when positive, is enforced by the boss as well as the
 	// master, so a job cannot outlive its timeout if the master is gone.
 	TimeoutMillis int64 `cbor:"5,keyasint,omitempty"`
@@ -66,8 +72,11 @@ func (e *Error) Error() string { return e.Message }
 
 // Result closes job J: its output value or its error.
 type Result struct {
-	Data cbor.RawMessage `cbor:"1,keyasint,omitempty"`
-	Err  *Error          `cbor:"2,keyasint,omitempty"`
+	// Data and DataTail are the function's output, CBOR-encoded, carried
+	// as a Call's are: after the Result's own encoding.
+	Data     []byte `cbor:"-"`
+	DataTail []byte `cbor:"-"`
+	Err      *Error `cbor:"2,keyasint,omitempty"`
 	// WorkerPID is the worker that ran the job (for tests and stats).
 	WorkerPID int `cbor:"3,keyasint,omitempty"`
 	// WorkerJobs counts the jobs this worker has run, this one included.
@@ -171,17 +180,66 @@ func Decode(k Kind, payload []byte) (any, error) {
 	default:
 		return nil, protoErr("decode", fmt.Errorf("%w %s has no CBOR body", ErrUnknownKind, k))
 	}
+	if k == KindCall || k == KindResult {
+		// The data follows the CBOR header.
+		rest, err := decMode.UnmarshalFirst(payload, v)
+		if err != nil {
+			return nil, protoErr("decode "+k.String(), err)
+		}
+		if len(rest) > 0 {
+			switch m := v.(type) {
+			case *Call:
+				m.Data = rest
+			case *Result:
+				m.Data = rest
+			}
+		}
+		return v, nil
+	}
 	if err := decMode.Unmarshal(payload, v); err != nil {
 		return nil, protoErr("decode "+k.String(), err)
 	}
 	return v, nil
 }
 
-// WriteValue encodes v and writes it as one message of kind k for job.
-func (w *Writer) WriteValue(k Kind, job uint32, v any) error {
+// encodeMessage encodes v as the parts of a message payload: its CBOR
+// encoding, then for a Call or Result its data.
+func encodeMessage(v any) ([][]byte, error) {
 	b, err := encMode.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	switch m := v.(type) {
+	case *Call:
+		return [][]byte{b, m.Data, m.DataTail}, nil
+	case *Result:
+		return [][]byte{b, m.Data, m.DataTail}, nil
+	}
+	return [][]byte{b}, nil
+}
+
+// MarshalMessage encodes v as one message payload, joined.
+func MarshalMessage(v any) ([]byte, error) {
+	parts, err := encodeMessage(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(parts) == 1 {
+		return parts[0], nil
+	}
+	var b []byte
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b, nil
+}
+
+// WriteValue encodes v and writes it as one message of kind k for job. The
+// data of a Call or Result is written from where it lies, not copied.
+func (w *Writer) WriteValue(k Kind, job uint32, v any) error {
+	parts, err := encodeMessage(v)
 	if err != nil {
 		return fmt.Errorf("wire: encode %s: %w", k, err)
 	}
-	return w.WriteMessage(k, job, b)
+	return w.WriteMessage(k, job, parts...)
 }

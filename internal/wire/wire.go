@@ -9,7 +9,8 @@
 //	payload [length]byte
 //
 // A message larger than ChunkSize travels as several frames of the same kind
-// and job, every one but the last with the More bit, so that the frames of
+// and job, every one but the last with the More bit, the first starting with
+// the message's size, so that the frames of
 // other jobs interleave with it and one big payload cannot stall the output or
 // callbacks of the others. Output frames (Stdout, Stderr) are raw bytes; every
 // other kind carries one CBOR-encoded message of the matching Go type.
@@ -21,8 +22,10 @@ import (
 )
 
 // Version is the protocol version both sides announce in their hello.
-// History: 1 — first version.
-const Version = 1
+// History: 1 — first version; 2 — a split message's first frame announces
+// its size, and the data of a call or result follows its CBOR header
+// instead of being a field of it.
+const Version = 2
 
 // HeaderLen is the size of a frame header.
 const HeaderLen = 9
@@ -37,6 +40,9 @@ const (
 	MaxFrame = 1 << 20
 	// DefaultMaxMessage is the default cap on one assembled message.
 	DefaultMaxMessage = 256 << 20
+	// sizePrefixLen is the size of the uint64 (big endian) that starts the
+	// payload of a split message's first frame: the whole message's size.
+	sizePrefixLen = 8
 )
 
 // Kind says what a frame carries.

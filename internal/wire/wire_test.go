@@ -121,7 +121,11 @@ func TestHostileFrames(t *testing.T) {
 		{"truncated header", header(5, byte(KindCall), 1)[:4], io.ErrUnexpectedEOF, "header"},
 		{"truncated payload", append(header(5, byte(KindCall), 1), 1, 2), io.ErrUnexpectedEOF, "payload"},
 		{"more bit on output", append(header(1, byte(KindStdout)|moreBit, 1), 'x'), nil, "more bit"},
-		{"message over the cap", chunks(KindResult, 3, 300<<10), ErrMessageTooLarge, "exceeds"},
+		{"message over the cap", chunks(KindResult, 3, 300<<10), ErrMessageTooLarge, "announces 1228800 bytes"},
+		{"split message without its size", append(header(3, byte(KindResult)|moreBit, 1), 1, 2, 3), nil, "has no size"},
+		{"split message longer than announced", append(binary.BigEndian.AppendUint64(header(12, byte(KindResult)|moreBit, 1), 3), 1, 2, 3, 4), nil, "longer than the 3 bytes"},
+		{"split message shorter than announced", append(append(binary.BigEndian.AppendUint64(header(10, byte(KindResult)|moreBit, 1), 5), 1, 2), header(0, byte(KindResult), 1)...), nil, "has 2 of the 5 bytes"},
+		{"split messages over the partial cap", announce(500<<10, KindCall, KindLog, KindCallback), ErrMessageTooLarge, "partial messages"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,7 +156,8 @@ func TestHostileFrames(t *testing.T) {
 	}
 }
 
-// chunks builds n More frames of size bytes each followed by a last one.
+// chunks builds a split message of job 1: n More frames of size bytes of
+// data each followed by a last one, the first announcing the total.
 func chunks(k Kind, n, size int) []byte {
 	var out []byte
 	for i := 0; i <= n; i++ {
@@ -160,15 +165,31 @@ func chunks(k Kind, n, size int) []byte {
 		if i < n {
 			kb |= moreBit
 		}
-		out = append(out, header(uint32(size), kb, 1)...)
+		if i == 0 {
+			out = append(out, header(uint32(sizePrefixLen+size), kb, 1)...)
+			out = binary.BigEndian.AppendUint64(out, uint64((n+1)*size))
+		} else {
+			out = append(out, header(uint32(size), kb, 1)...)
+		}
 		out = append(out, make([]byte, size)...)
+	}
+	return out
+}
+
+// announce starts a split message of size bytes of each kind, for job 1,
+// sending only the size.
+func announce(size uint64, kinds ...Kind) []byte {
+	var out []byte
+	for _, k := range kinds {
+		out = binary.BigEndian.AppendUint64(append(out, header(sizePrefixLen, byte(k)|moreBit, 1)...), size)
 	}
 	return out
 }
 
 func TestAbortDropsPartial(t *testing.T) {
 	var in []byte
-	in = append(in, header(3, byte(KindResult)|moreBit, 4)...)
+	in = append(in, header(sizePrefixLen+3, byte(KindResult)|moreBit, 4)...)
+	in = binary.BigEndian.AppendUint64(in, 10)
 	in = append(in, 1, 2, 3)
 	in = append(in, header(0, byte(KindAbort), 4)...)
 	res, _ := Marshal(&Result{WorkerPID: 1})
@@ -216,7 +237,7 @@ func FuzzReadMessage(f *testing.F) {
 				continue
 			}
 			// Whatever decodes re-encodes and decodes to the same value.
-			b, err := Marshal(v)
+			b, err := MarshalMessage(v)
 			if err != nil {
 				t.Fatalf("re-encode %T: %v", v, err)
 			}
