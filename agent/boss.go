@@ -109,7 +109,12 @@ func serveBoss() error {
 	framesOut := os.NewFile(uintptr(outFD), "frames")
 	syscall.SetNonblock(0, true)
 	stdin := os.NewFile(0, "stdin")
-	in := bufio.NewReaderSize(stdin, 64<<10)
+	first := envFrames()
+	in := &masterInput{in: bufio.NewReaderSize(stdin, 64<<10), skip: first != nil}
+	var src io.Reader = in
+	if first != nil {
+		src = io.MultiReader(bytes.NewReader(first), in)
+	}
 
 	exe, err := os.Executable()
 	if err != nil {
@@ -131,10 +136,11 @@ func serveBoss() error {
 	}
 	if err := b.out.WriteValue(wire.KindHello, 0, &wire.Hello{
 		Version: wire.Version, Role: "boss", OS: goos(), Arch: goarch(), PID: os.Getpid(), Hash: selfHash(),
+		EnvFrames: first != nil,
 	}); err != nil {
 		return err
 	}
-	r := wire.NewReader(in, wire.Limits{})
+	r := wire.NewReader(src, wire.Limits{})
 	f, err := r.ReadFrame()
 	if err != nil {
 		return fmt.Errorf("boss: read master hello: %w", err)

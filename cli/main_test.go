@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 		Main()
 	}
 	var err error
-	lab, err = sshdtest.StartLab(sshdtest.LabOptions{Hosts: 4})
+	lab, err = sshdtest.StartLab(sshdtest.LabOptions{Hosts: 4, ExtraConfig: []string{"AcceptEnv LANG LC_*"}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start sshd lab:", err)
 		os.Exit(1)

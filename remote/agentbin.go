@@ -65,6 +65,17 @@ type AgentOptions struct {
 	// number (the agent being started is always kept; every start marks
 	// its file used). Zero means 3; negative means never remove any.
 	KeepVersions int
+	// StdinOnly sends a new connection's first frames (the master's hello
+	// and the first call) only on the session's stdin. By default they
+	// also travel with the exec, in the environment variable LC_TOWORKER,
+	// which saves a round trip where sshd accepts it (AcceptEnv LC_*, the
+	// default of Debian and Ubuntu): OpenSSH lets stdin data through only
+	// once the command runs. The agent removes the variable before it
+	// starts anything, but the first call's input is then part of the
+	// environment sshd gave the session, which the same user and root can
+	// read, and which sshd logs at LogLevel DEBUG2 and above. Set
+	// StdinOnly when that input must never be there.
+	StdinOnly bool
 }
 
 // defaultKeepVersions is KeepVersions' zero value.
@@ -368,7 +379,10 @@ var newTmpToken = func() string {
 // agentsFor validated (quotable paths, a plain user name).
 //
 // Protocol on the session: the master first writes a line
-// "toworker-master <version> <n>" and n bytes of frames.
+// "toworker-master <version> <n>" and n bytes of frames, which the agent
+// reads (the script reads stdin only to discard them before an upload).
+// The same frames may also be in the environment (wire.EnvFrames), for the
+// agent to start on before stdin delivers them.
 //
 // Cache mode (Path empty). The cache directory d is CacheDir if set; else,
 // with Become, ~Become/.cache/toworker: the Become user's own, from the
@@ -390,7 +404,8 @@ var newTmpToken = func() string {
 //     the stamp is rewritten (its mtime = last use, for pruning). Otherwise it tries the same in the fallback directory
 //     ${TMPDIR:-/tmp}/toworker-<uid> (where agents go when d is on a noexec
 //     file system), printing a "toworker-note" line when it runs from there.
-//  2. Otherwise it discards the n bytes and prepares the upload before
+//  2. Otherwise it reads the preamble line, discards the n bytes of frames
+//     after it, and prepares the upload before
 //     asking for it, so that the master reads a refusal instead of writing
 //     on: it creates d (mode 0700, umask 077; refused if it is then a
 //     symlink or someone else's) and creates d/.tmp.<token> with O_EXCL
@@ -408,7 +423,7 @@ var newTmpToken = func() string {
 //     line says so. Then it removes the least recently used hash-named
 //     files of that directory beyond KeepVersions (never the one it is
 //     about to run) and execs the agent; the master, having sent the
-//     upload, sends the n bytes of frames again.
+//     upload, sends the preamble and the n bytes of frames again.
 //
 // Path mode. The script looks up h for `uname -sm`, checks that Path is a
 // regular file owned by root or the user and not writable by group or
@@ -449,9 +464,9 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 	parts := []string{
 		`umask 077`,
 		`set -f`,
-		`read -r l || exit 101`,
-		`set -- $l`,
-		`n=$3`,
+		// y reads the master's preamble and discards the frames after it,
+		// before an upload. A started agent reads them itself.
+		`y() { read -r l || exit 101; set -- $l; head -c "$3" >/dev/null; }`,
 		`x() { echo "toworker-fail $1"; exit 104; }`,
 		`k() { v=$( (sha256sum "$1" || shasum -a 256 "$1" || sha256 -r "$1") 2>/dev/null ); v=${v%% *}; [ -n "$v" ] || x "cannot compute a SHA-256 on this host (none of sha256sum, shasum, sha256 works)"; [ "$v" = "$2" ]; }`,
 	}
@@ -459,7 +474,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		parts = append(parts, `P="`+s.opts.Path+`"`)
 		parts = append(parts, detect...)
 		parts = append(parts,
-			`if [ "$h" = none ]; then head -c "$n" >/dev/null; echo "toworker-need $p"; read -r z h; exit 103; fi`,
+			`if [ "$h" = none ]; then y; echo "toworker-need $p"; read -r z h; exit 103; fi`,
 			`[ -e "$P" ] || x "no agent at $P on this host (AgentOptions.Path): install the agent for $p there, or leave Path empty to have the master upload it"`,
 			`[ -f "$P" ] || x "the pre-installed agent $P is not a regular file"`,
 			`w=$(ls -lnL "$P")`,
@@ -524,7 +539,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`case "$f" in /*) ;; *) f=/tmp;; esac`,
 		`f="$f/toworker-$u"`,
 		`g "$f/$h" "$f" && { echo "toworker-note the agent cache directory $d does not allow running programs (noexec?): using $f"; e "$f/$h"; }`,
-		`head -c "$n" >/dev/null`,
+		`y`,
 		// Everything that can fail before the upload fails before asking
 		// for it: the master reads the reason instead of writing on.
 		`mkdir -p "$d" 2>/dev/null`,

@@ -57,6 +57,7 @@ type boot struct {
 	who     Who
 	err     error
 	uploads int
+	envs    int    // Stats().Total.EnvStarts
 	warn    string // what the pool warned about (toworker-note lines)
 	took    time.Duration
 }
@@ -80,7 +81,8 @@ func bootOnce(t *testing.T, l *bootLab, host string, ao remote.AgentOptions) boo
 			t.Error(derr)
 		}
 	}
-	b.uploads = p.Stats().Total.Uploads
+	st := p.Stats().Total
+	b.uploads, b.envs = st.Uploads, st.EnvStarts
 	b.warn = warn.String()
 	// Closing waits for the agent to stop its worker (about a second):
 	// let that overlap with the rest of the test.
@@ -837,3 +839,36 @@ func newPoolErr(ao remote.AgentOptions) error {
 
 // quotableForTest is what the bootstrap can put between double quotes.
 func quotableForTest(s string) bool { return !strings.ContainsAny(s, "'\"\\!$`\n\r\t") }
+
+// The agent starts on the first frames sent with the exec where sshd
+// accepts the variable, on an upload as on a cached start, and on stdin's
+// where it does not or where AgentOptions.StdinOnly says not to send them.
+func TestBootstrapFirstFramesInEnvironment(t *testing.T) {
+	l := newBootLab(t)
+	if _, err := l.AddServer(sshdtest.Options{Name: "envok", ExtraConfig: []string{"AcceptEnv LANG LC_*"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AddServer(sshdtest.Options{Name: "noenv"}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		host          string
+		ao            remote.AgentOptions
+		uploads, envs int
+	}{
+		{"envok", remote.AgentOptions{}, 1, 1}, // first ever: upload, then the frames again on stdin
+		{"envok", remote.AgentOptions{}, 0, 1},
+		{"envok", remote.AgentOptions{StdinOnly: true}, 0, 0},
+		{"noenv", remote.AgentOptions{}, 1, 0},
+		{"noenv", remote.AgentOptions{}, 0, 0},
+	}
+	for i, tt := range tests {
+		b := mustBoot(t, l, tt.host, tt.ao)
+		if b.uploads != tt.uploads || b.envs != tt.envs {
+			t.Errorf("%d: %s %+v: uploads %d, env starts %d; want %d, %d", i, tt.host, tt.ao, b.uploads, b.envs, tt.uploads, tt.envs)
+		}
+		if b.who.UID != os.Getuid() {
+			t.Errorf("%d: %s: job ran as uid %d", i, tt.host, b.who.UID)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,7 +44,10 @@ type hostConn struct {
 	// and whether it is waiting for a slow job's handler.
 	lastRecv      atomic.Int64
 	readerWaiting atomic.Bool
-	wg            sync.WaitGroup
+	// envStart: the agent started on the frames of the environment
+	// variable, not waiting for stdin. Static after the bootstrap.
+	envStart bool
+	wg       sync.WaitGroup
 }
 
 // connectOptions are what a pool passes to open a host connection.
@@ -110,14 +114,6 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	stopWatch := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stopWatch()
 
-	// exec without waiting for sshd's reply: sshd handles the request
-	// before the data, and a failed exec shows as the channel closing.
-	// (OpenSSH opens the session's window only once the command runs, so
-	// the data still leaves about one round trip later; other servers may
-	// take it at once.)
-	if _, err := ch.SendRequest("exec", false, ssh.Marshal(struct{ Command string }{cmd})); err != nil {
-		return nil, fmt.Errorf("start agent: %w", err)
-	}
 	helloFrame, err := wire.Marshal(&o.hello)
 	if err != nil {
 		return nil, err
@@ -133,6 +129,23 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 			block = wire.AppendFrame(block, wire.Frame{Kind: wire.KindCall, Job: first.id, Payload: data})
 		}
 	}
+	// OpenSSH opens a session's window only once its command runs, so what
+	// the master writes on stdin leaves about one round trip after the
+	// exec. The same frames in an environment variable travel with the
+	// exec: where sshd accepts it (Debian's and Ubuntu's AcceptEnv LANG
+	// LC_*), the agent starts on them at once. Requests need no window and
+	// no reply; a refused variable is simply not set.
+	if !o.agents.opts.StdinOnly && len(block) <= wire.MaxEnvFrames {
+		env := struct{ Name, Value string }{wire.EnvFrames, base64.StdEncoding.EncodeToString(block)}
+		if _, err := ch.SendRequest("env", false, ssh.Marshal(&env)); err != nil {
+			return nil, fmt.Errorf("start agent: %w", err)
+		}
+	}
+	// exec without waiting for sshd's reply: sshd handles the request
+	// before the data, and a failed exec shows as the channel closing.
+	if _, err := ch.SendRequest("exec", false, ssh.Marshal(struct{ Command string }{cmd})); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
 	preamble := fmt.Sprintf("%s %d %d\n", wire.MasterPreamble, wire.Version, len(block))
 	if _, err := c.stdin.Write(append([]byte(preamble), block...)); err != nil {
 		return nil, c.bootErr(ctx, "send preamble", err)
@@ -140,7 +153,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	// Small buffers: an idle connection should cost little memory, and
 	// large frames bypass them anyway.
 	br := bufio.NewReaderSize(ch, 8<<10)
-	if err := c.awaitAgent(ctx, br, o, block); err != nil {
+	if err := c.awaitAgent(ctx, br, o, append([]byte(preamble), block...)); err != nil {
 		return nil, o.agents.explain(host, client.Target, c.stderr.String, err)
 	}
 	c.r = wire.NewReader(br, wire.Limits{MaxMessage: o.maxMsg})
@@ -157,6 +170,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 		return nil, fmt.Errorf("the agent speaks protocol version %d, this master %d: %w", h.Version, wire.Version, wire.ErrVersion)
 	}
 	c.agent = *h
+	c.envStart = h.EnvFrames
 	o.agents.started(client.Target, h)
 	c.w = wire.NewWriterSize(c.stdin, 4<<10)
 	c.alivePoke()
@@ -195,7 +209,7 @@ func (c *hostConn) channelRequests(reqs <-chan *ssh.Request) {
 // awaitAgent reads the text the bootstrap prints until the agent's marker,
 // uploading the agent when the script asks for it. Lines that are not the
 // protocol's (a login shell's chatter) are skipped, up to a bound.
-func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOptions, block []byte) error {
+func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOptions, preambleAndBlock []byte) error {
 	const maxJunk = 256 << 10
 	junk := 0
 	for {
@@ -236,7 +250,7 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 			}
 			// The script discarded the first frames; the freshly started
 			// agent reads them anew.
-			if _, err := c.stdin.Write(block); err != nil {
+			if _, err := c.stdin.Write(preambleAndBlock); err != nil {
 				return c.bootErr(ctx, "upload agent", err)
 			}
 			if o.uploaded != nil {

@@ -27,7 +27,10 @@ func TestMain(m *testing.M) {
 		return
 	}
 	var err error
-	lab, err = sshdtest.StartLab(sshdtest.LabOptions{Hosts: 4})
+	// AcceptEnv as in Debian's and Ubuntu's sshd_config, so that the agent
+	// starts on the first frames sent with the exec (wire.EnvFrames);
+	// bootstrap_test.go's labs do without, so the stdin path is tested too.
+	lab, err = sshdtest.StartLab(sshdtest.LabOptions{Hosts: 4, ExtraConfig: []string{"AcceptEnv LANG LC_*"}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start sshd lab:", err)
 		os.Exit(1)
@@ -225,3 +228,17 @@ var InlineSleep = agent.Register("test.inlinesleep", func(ctx context.Context, _
 	<-ctx.Done()
 	return "", ctx.Err()
 }, agent.Inline())
+
+// Getenv returns an environment variable of the worker, or "<unset>";
+// InlineGetenv the same in the boss.
+var (
+	Getenv       = agent.Register("test.getenv", getenv)
+	InlineGetenv = agent.Register("test.inlinegetenv", getenv, agent.Inline())
+)
+
+func getenv(ctx context.Context, name string) (string, error) {
+	if v, ok := os.LookupEnv(name); ok {
+		return v, nil
+	}
+	return "<unset>", nil
+}

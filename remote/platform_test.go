@@ -122,11 +122,11 @@ func TestForUnameArm64(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	head, _, _ := strings.Cut(sc, `head -c "$n"`)
+	head, _, _ := strings.Cut(sc, `; y; `)
 	if strings.Contains(head, "uname") || !strings.Contains(sc, "; h="+want+";") {
 		t.Errorf("script for a remembered arm64 host runs uname before the cache lookup or lacks its hash:\n%s", sc)
 	}
-	if _, need, _ := strings.Cut(sc, `head -c "$n"`); !strings.Contains(need, `p=$(uname -sm)`) {
+	if _, need, _ := strings.Cut(sc, `; y; `); !strings.Contains(need, `p=$(uname -sm)`) {
 		t.Errorf("script for a remembered host does not detect the platform before an upload:\n%s", sc)
 	}
 }

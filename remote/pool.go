@@ -579,6 +579,10 @@ func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadl
 		h.backoff = 0
 		h.connectedAt = now
 		h.busySince = now
+		if c.envStart {
+			h.st.envStarts++
+			p.total.envStarts++
+		}
 	}
 	p.dispatchLocked()
 	p.mu.Unlock()

@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/toworker/toworker/agent"
 	"github.com/toworker/toworker/internal/sshdial"
+	"github.com/toworker/toworker/internal/wire"
 	"github.com/toworker/toworker/remote"
 )
 
@@ -427,5 +429,32 @@ func TestSubmitKeepsInputAsSubmitted(t *testing.T) {
 	}
 	if !bytes.Equal(out, bytes.Repeat([]byte("a"), 1<<20)) {
 		t.Fatal("the job got the buffer as changed after Submit, not as submitted")
+	}
+}
+
+// The first frames travel with the exec in an environment variable where
+// sshd accepts it (the lab's sshd has Debian's AcceptEnv LANG LC_*), and
+// the agent removes the variable before anything else can see it: not its
+// workers, not Inline functions, not commands.
+func TestFirstFramesInEnvironmentStayPrivate(t *testing.T) {
+	p, out, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h2"}})
+	ctx := context.Background()
+	for _, fn := range []agent.Func[string, string]{Getenv, InlineGetenv} {
+		v, err := remote.CallOn(ctx, p, "h2", fn, wire.EnvFrames)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != "<unset>" {
+			t.Errorf("%s sees %s=%.40q", fn.Name(), wire.EnvFrames, v)
+		}
+	}
+	if _, err := remote.CallOn(ctx, p, "h2", agent.Exec, agent.ExecIn{Command: "echo ${" + wire.EnvFrames + "-unset}"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); s != "h2: unset\n" {
+		t.Errorf("a command sees %s: output %q", wire.EnvFrames, s)
+	}
+	if n := p.Stats().Hosts["h2"].EnvStarts; n != 1 {
+		t.Errorf("EnvStarts = %d, want 1: the agent did not start on the frames sent with the exec", n)
 	}
 }

@@ -5,7 +5,7 @@ import "time"
 // counters are the job counts kept per host and in total. Guarded by
 // Pool.mu.
 type counters struct {
-	submitted, running, done, failed, retried, uploads int
+	submitted, running, done, failed, retried, uploads, envStarts int
 }
 
 // HostStats are one host's figures (or the pool's totals).
@@ -21,6 +21,10 @@ type HostStats struct {
 	Done, Failed, Retried int
 	// Uploads counts agent uploads.
 	Uploads int
+	// EnvStarts counts connections whose agent started on the first
+	// frames carried in the environment with the exec, without waiting a
+	// round trip for stdin (see AgentOptions.StdinOnly).
+	EnvStarts int
 	// WorkersBusy is the number of worker slots in use; WorkersAlive the
 	// workers the agent keeps (busy ones plus warm ones), as far as the
 	// master knows.
@@ -52,14 +56,14 @@ func (p *Pool) Stats() PoolStats {
 	defer p.mu.Unlock()
 	st := PoolStats{Hosts: make(map[string]HostStats, len(p.order))}
 	t := &st.Total
-	t.Submitted, t.Running, t.Done, t.Failed, t.Retried, t.Uploads =
-		p.total.submitted, p.total.running, p.total.done, p.total.failed, p.total.retried, p.total.uploads
+	t.Submitted, t.Running, t.Done, t.Failed, t.Retried, t.Uploads, t.EnvStarts =
+		p.total.submitted, p.total.running, p.total.done, p.total.failed, p.total.retried, p.total.uploads, p.total.envStarts
 	t.Queued = len(p.queue)
 	var slotTime, busyTime time.Duration
 	for _, h := range p.order {
 		hs := HostStats{
 			Submitted: h.st.submitted, Running: h.st.running, Done: h.st.done, Failed: h.st.failed,
-			Retried: h.st.retried, Uploads: h.st.uploads, WorkersBusy: h.busy, Down: h.down,
+			Retried: h.st.retried, Uploads: h.st.uploads, EnvStarts: h.st.envStarts, WorkersBusy: h.busy, Down: h.down,
 		}
 		dt := now.Sub(h.busySince)
 		busy := h.busyTime + time.Duration(h.busy)*dt

@@ -26,6 +26,9 @@ type Hello struct {
 	// Host is the name the master knows the host by (master to boss, boss
 	// to worker).
 	Host string `cbor:"12,keyasint,omitempty"`
+	// EnvFrames, in the boss's hello, says it started on the frames of
+	// the EnvFrames variable rather than stdin's.
+	EnvFrames bool `cbor:"13,keyasint,omitempty"`
 }
 
 // Call asks for a registered function to run as job J.

@@ -122,3 +122,13 @@ const (
 	NeedPrefix        = "toworker-need "
 	FailPrefix        = "toworker-fail "
 )
+
+// EnvFrames is the environment variable that may carry, base64-encoded,
+// the same frames the master writes after its preamble (its hello and first
+// call), so that the agent can start on them before the session's stdin
+// delivers them. The agent then skips their copy on stdin. MaxEnvFrames
+// bounds the frames sent that way.
+const (
+	EnvFrames    = "LC_TOWORKER"
+	MaxEnvFrames = 16 << 10
+)

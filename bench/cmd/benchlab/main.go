@@ -118,7 +118,7 @@ func bench(ctx context.Context, rep *Report, pp params, n int, rtt time.Duration
 	if err := os.Mkdir(home, 0o755); err != nil {
 		return err
 	}
-	lab, err := sshdtest.StartLab(sshdtest.LabOptions{Hosts: n, BaseIP: "127.0.1.", ExtraConfig: []string{"SetEnv HOME=" + home}})
+	lab, err := sshdtest.StartLab(sshdtest.LabOptions{Hosts: n, BaseIP: "127.0.1.", ExtraConfig: []string{"SetEnv HOME=" + home, "AcceptEnv LANG LC_*"}})
 	if err != nil {
 		return fmt.Errorf("start sshd lab: %w", err)
 	}
@@ -151,7 +151,7 @@ func bench(ctx context.Context, rep *Report, pp params, n int, rtt time.Duration
 	} else if note := checkKexNote(kex); note != "" {
 		rep.Notes = append(rep.Notes, note)
 	} else {
-		rep.Notes = append(rep.Notes, "Key exchange: the lab's sshd offers only curve25519-sha256, and both clients are pinned to it (ssh by the config's KexAlgorithms; the Go master resolves the same KexAlgorithms through internal/sshdial). No rc files run: sshd runs no ~/.ssh/rc (PermitUserRC no) and Debian has no /etc/ssh/sshrc; sessions get HOME set to an empty directory (sshd_config SetEnv), because Debian's bash sources ~/.bashrc even for commands run by sshd (on this machine root's ~/.bashrc costs about 100 ms, which would add to every ssh and toworker start alike).")
+		rep.Notes = append(rep.Notes, "Key exchange: the lab's sshd offers only curve25519-sha256, and both clients are pinned to it (ssh by the config's KexAlgorithms; the Go master resolves the same KexAlgorithms through internal/sshdial). No rc files run: sshd runs no ~/.ssh/rc (PermitUserRC no) and Debian has no /etc/ssh/sshrc; sessions get HOME set to an empty directory (sshd_config SetEnv), because Debian's bash sources ~/.bashrc even for commands run by sshd (on this machine root's ~/.bashrc costs about 100 ms, which would add to every ssh and toworker start alike). The lab's sshd has `AcceptEnv LANG LC_*`, the default sshd_config of Debian and Ubuntu: toworker's first frames travel with the exec in LC_TOWORKER and the agent starts on them without waiting for sshd to open the session's window (one round trip); `ssh` sends no variables here (no SendEnv in the lab's config).")
 	}
 	pdshNote := ""
 	if want("fanout") {

@@ -396,7 +396,7 @@ func (e *env) warmSeq(f *Figure, pp params) {
 		defer stop()
 		e.ssh("-o", "ControlPath="+sock, "h1", "true") // warm-up
 	}
-	var calls, mux []float64
+	var calls, inline, mux []float64
 	var mallocs, bytesAlloc uint64
 	cpuSum := cpuSnap{}
 	per := max(1, pp.warmCalls/pp.warmBlocks)
@@ -428,13 +428,23 @@ func (e *env) warmSeq(f *Figure, pp params) {
 			runtime.ReadMemStats(&m1)
 			mallocs += m1.Mallocs - m0.Mallocs
 			bytesAlloc += m1.TotalAlloc - m0.TotalAlloc
+			// The same through agent.Inline, for comparison: no worker hop.
+			for range per {
+				t0 := time.Now()
+				if _, err := remote.CallOn(e.ctx, p, "h1", InlineNoop, struct{}{}); err != nil {
+					e.fail(f, "CallOn inline", err)
+					return
+				}
+				inline = append(inline, ms(time.Since(t0)))
+			}
 		}
 	})
 	muxV := Variant{Name: "`ssh h1 true` over a ControlMaster", Role: "baseline", Stat: summarize(mux, false)}
 	if cmErr != nil {
 		muxV.Note = cmErr.Error()
 	}
-	f.Variants = append(f.Variants, muxV, Variant{Name: "CallOn(noop), pool connected", Role: "toworker", Stat: summarize(calls, true)})
+	f.Variants = append(f.Variants, muxV, Variant{Name: "CallOn(noop), pool connected", Role: "toworker", Stat: summarize(calls, true)},
+		Variant{Name: "CallOn(inline noop: agent.Inline), pool connected", Role: "reference", Stat: summarize(inline, true)})
 	if n := len(calls); n > 0 {
 		f.Extra = map[string]any{"master_allocs_per_call": float64(mallocs) / float64(n), "master_bytes_per_call": float64(bytesAlloc) / float64(n)}
 		f.addNote(fmt.Sprintf("The master allocates %.0f objects, %.0f bytes per call (runtime.MemStats).", float64(mallocs)/float64(n), float64(bytesAlloc)/float64(n)))
@@ -554,7 +564,7 @@ func (e *env) parallel(f *Figure, pp params) {
 		}
 		inlineRates = append(inlineRates, float64(n)/d.Seconds())
 	}
-	f.Variants = append(f.Variants, Variant{Name: "16 goroutines × CallOn(inline noop: agent.Inline)", Role: "toworker", Stat: summarize(inlineRates, false)})
+	f.Variants = append(f.Variants, Variant{Name: "16 goroutines × CallOn(inline noop: agent.Inline)", Role: "reference", Stat: summarize(inlineRates, false)})
 }
 
 func (e *env) pipelined(f *Figure, pp params) {
