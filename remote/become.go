@@ -70,6 +70,21 @@ var becomeRefusals = []struct{ text, why string }{
 	{"neither sudo nor doas is installed", "neither sudo nor doas is installed on %[2]s, needed to run the agent as %[1]s"},
 }
 
+// libcHint adds advice to a bootstrap error whose host output shows an
+// agent that could not start for want of the C library it was linked
+// against (a master built with cgo, run on a host with an older glibc or
+// with musl).
+func libcHint(err error) error {
+	if err == nil {
+		return nil
+	}
+	s := err.Error()
+	if !strings.Contains(s, "GLIBC_") && !strings.Contains(s, "ld-linux") && !strings.Contains(s, "libc.so") {
+		return err
+	}
+	return fmt.Errorf("%w; the agent (the master's executable) is linked against the build machine's C library: build the master with CGO_ENABLED=0 to run it on any Linux host", err)
+}
+
 // explain turns a failed bootstrap of host (reached as t) into a clear
 // error when it failed because sudo or doas would not run the agent as the
 // Become user. stderr returns what the host wrote on stderr so far; as it

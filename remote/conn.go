@@ -154,7 +154,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	// large frames bypass them anyway.
 	br := bufio.NewReaderSize(ch, 8<<10)
 	if err := c.awaitAgent(ctx, br, o, append([]byte(preamble), block...)); err != nil {
-		return nil, o.agents.explain(host, client.Target, c.stderr.String, err)
+		return nil, libcHint(o.agents.explain(host, client.Target, c.stderr.String, err))
 	}
 	c.r = wire.NewReader(br, wire.Limits{MaxMessage: o.maxMsg})
 	f, err := c.r.ReadMessage()
