@@ -37,8 +37,6 @@ type block struct {
 	hostCfg  *ssh_config.Config // the Host line alone, decoded (libHost)
 	criteria []matchCriterion   // Match criteria
 	parent   *block             // the block holding the Include that read this file
-
-	evaluated, active bool
 }
 
 // chunk is a run of keyword lines of one block, decoded by ssh_config. A
@@ -362,15 +360,17 @@ func evalMatch(b *block, st matchState) (bool, error) {
 	return result, nil
 }
 
-// blockActive decides (once) whether b applies to alias.
-func blockActive(b *block, alias string, st matchState) (bool, error) {
-	if b.evaluated {
-		return b.active, nil
+// blockActive decides (once per pass: seen holds the blocks decided so
+// far) whether b applies to alias. A configSet is shared by concurrent
+// resolutions, so the decisions live in seen, not in the blocks.
+func blockActive(b *block, alias string, st matchState, seen map[*block]bool) (bool, error) {
+	if active, ok := seen[b]; ok {
+		return active, nil
 	}
 	active := true
 	if b.parent != nil {
-		// Evaluated already: the parent's chunk comes first.
-		active = b.parent.active
+		// Decided already: the parent's chunk comes first.
+		active = seen[b.parent]
 	}
 	if active {
 		switch b.kind {
@@ -389,7 +389,7 @@ func blockActive(b *block, alias string, st matchState) (bool, error) {
 			}
 		}
 	}
-	b.evaluated, b.active = true, active
+	seen[b] = active
 	return active, nil
 }
 

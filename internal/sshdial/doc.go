@@ -12,7 +12,9 @@
 // Configuration files are parsed with github.com/kevinburke/ssh_config
 // (ssh_config.Decode, and Config.Get/GetAll, which return errors). For most
 // keywords the first value obtained wins; IdentityFile and CertificateFile
-// accumulate; command-line Options come before the files.
+// accumulate; command-line Options come before the files. A parsed
+// configuration is reused by resolutions within 2 seconds (a fan-out parses
+// it once) unless a file it read changed size or modification time.
 //
 // # Supported keywords
 //

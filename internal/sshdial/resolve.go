@@ -156,15 +156,13 @@ func Resolve(alias string, o Options) (*Target, error) {
 		st.set("port", strconv.Itoa(destPort))
 	}
 
-	cs, err := loadConfig(&o, home)
+	cs, err := cachedConfig(&o, home)
 	if err != nil {
 		return nil, fmt.Errorf("sshdial: %w", err)
 	}
 	localU := localUser()
 	pass := func(final bool) error {
-		for i := range cs.chunks {
-			cs.chunks[i].blk.evaluated = false
-		}
+		seen := make(map[*block]bool)
 		for i := range cs.chunks {
 			c := &cs.chunks[i]
 			ms := matchState{originalHost: host, localUser: localU, final: final, host: host, user: localU}
@@ -176,7 +174,7 @@ func Resolve(alias string, o Options) (*Target, error) {
 			if u, ok := st.get("user"); ok {
 				ms.user = u
 			}
-			active, err := blockActive(c.blk, host, ms)
+			active, err := blockActive(c.blk, host, ms, seen)
 			if err != nil {
 				return fmt.Errorf("sshdial: %w", err)
 			}
