@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/toworker/toworker/internal/wire"
@@ -44,6 +45,14 @@ type attempt struct {
 	events chan event    // from the reader; bounded
 	quit   chan struct{} // closed when the attempt stops listening
 
+	// The context of the attempt's callback handlers, made with the first
+	// callback and cancelled when the attempt stops (or the pool is
+	// killed), so that no handler outlives the job it serves.
+	hmu     sync.Mutex
+	hctx    context.Context
+	hcancel context.CancelFunc
+	stopped bool // guarded by hmu
+
 	lines [2][]byte // partial stdout, stderr lines; owned by the attempt goroutine
 }
 
@@ -77,16 +86,52 @@ func (a *attempt) log(rec *wire.LogRecord)      { a.push(event{kind: wire.KindLo
 func (a *attempt) result(res *wire.Result)      { a.push(event{kind: wire.KindResult, result: res}) }
 func (a *attempt) fail(err error)               { a.push(event{fail: err}) }
 
-// callback runs a callback handler in its own goroutine and sends its reply.
+// stop ends the attempt: the reader stops handing it events and its
+// callback handlers' context is cancelled.
+func (a *attempt) stop() {
+	close(a.quit)
+	a.hmu.Lock()
+	a.stopped = true
+	cancel := a.hcancel
+	a.hmu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// handlerContext returns the context for the attempt's callback handlers:
+// the job's, also cancelled when the attempt stops or the pool is killed.
+func (a *attempt) handlerContext() context.Context {
+	a.hmu.Lock()
+	defer a.hmu.Unlock()
+	if a.hctx == nil {
+		ctx, cancel := context.WithCancel(a.run.ctx)
+		stopKill := context.AfterFunc(a.pool.ctx, cancel)
+		a.hctx = ctx
+		a.hcancel = func() { stopKill(); cancel() }
+		if a.stopped {
+			a.hcancel()
+		}
+	}
+	return a.hctx
+}
+
+// callback runs a callback handler in a goroutine of its own and sends its
+// reply. It is called by the connection's reader, and the goroutine is
+// counted in the connection's WaitGroup: closing the connection (as Close
+// and Kill do) waits for it.
 func (a *attempt) callback(req *wire.CallbackRequest) {
 	c := a.conn
+	ctx := a.handlerContext()
+	c.wg.Add(1)
 	go func() {
-		rep := a.runCallback(req)
+		defer c.wg.Done()
+		rep := a.runCallback(ctx, req)
 		c.w.WriteValue(wire.KindCallbackReply, a.id, rep)
 	}()
 }
 
-func (a *attempt) runCallback(req *wire.CallbackRequest) (rep *wire.CallbackReply) {
+func (a *attempt) runCallback(ctx context.Context, req *wire.CallbackRequest) (rep *wire.CallbackReply) {
 	rep = &wire.CallbackReply{Seq: req.Seq}
 	job := &a.run.job
 	cb := job.Callbacks[req.Name]
@@ -100,7 +145,7 @@ func (a *attempt) runCallback(req *wire.CallbackRequest) (rep *wire.CallbackRepl
 			rep.Err = &wire.Error{Kind: wire.ErrKindPanic, Message: fmt.Sprintf("callback handler panicked: %v", p)}
 		}
 	}()
-	out, err := cb(a.run.ctx, CallbackRequest{Name: req.Name, Host: a.host, Desc: job.Desc, LocalData: job.LocalData, data: req.Data})
+	out, err := cb(ctx, CallbackRequest{Name: req.Name, Host: a.host, Desc: job.Desc, LocalData: job.LocalData, data: req.Data})
 	if err != nil {
 		rep.Err = &wire.Error{Kind: wire.ErrKindFunc, Message: err.Error()}
 		return rep
@@ -146,7 +191,7 @@ func (a *attempt) exec(c *hostConn, call *wire.Call, timeout time.Duration) outc
 	start := time.Now()
 	if a.conn == nil { // not already sent with the bootstrap
 		if err := c.start(a, call); err != nil {
-			close(a.quit)
+			a.stop()
 			return outcome{failure: &FailureError{Host: a.host, Desc: r.job.Desc, Op: "run", Err: err}}
 		}
 	}
@@ -154,16 +199,16 @@ func (a *attempt) exec(c *hostConn, call *wire.Call, timeout time.Duration) outc
 		select {
 		case ev := <-a.events:
 			if o, done := a.handle(ev, start); done {
-				close(a.quit)
+				a.stop()
 				return o
 			}
 		case <-ctx.Done():
-			close(a.quit)
+			a.stop()
 			c.cancel(a.id)
 			a.flushLines()
 			return outcome{err: a.stopError(ctx, r.ctx)}
 		case <-a.pool.ctx.Done():
-			close(a.quit)
+			a.stop()
 			c.cancel(a.id)
 			a.flushLines()
 			return outcome{err: fmt.Errorf("%w: job %q on %s killed", ErrClosed, r.job.Desc, a.host)}

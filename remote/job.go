@@ -65,7 +65,10 @@ type Job struct {
 
 // Callback handles a callback.Call from a running job. Its return value is
 // encoded as CBOR and decoded into the caller's out; a non-nil error is
-// returned to the caller as a *callback.Error.
+// returned to the caller as a *callback.Error. Each call runs in a goroutine
+// of its own; ctx is the job's context, also cancelled when the job's
+// attempt ends (result, timeout, failure) or the pool is killed. A handler
+// must return once ctx is done: Pool.Close and Pool.Kill wait for handlers.
 type Callback func(ctx context.Context, req CallbackRequest) (any, error)
 
 // CallbackRequest is one call from a running job to the master.

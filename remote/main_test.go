@@ -242,3 +242,10 @@ func getenv(ctx context.Context, name string) (string, error) {
 	}
 	return "<unset>", nil
 }
+
+// Hold calls back "hold" and returns what the master answered.
+var Hold = agent.Register("test.hold", func(ctx context.Context, _ struct{}) (string, error) {
+	var s string
+	err := callback.Call(ctx, "hold", nil, &s)
+	return s, err
+})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -457,5 +458,60 @@ func TestInlineFunctions(t *testing.T) {
 	}
 	if _, err := remote.CallOn(context.Background(), p, "h2", InlineNoop, struct{}{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A callback handler's context ends with the job it serves: when the job
+// times out, and when the pool is killed; Kill returns only once the
+// handler has.
+func TestCallbackHandlerEndsWithItsJob(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, mode := range []string{"timeout", "kill"} {
+		t.Run(mode, func(t *testing.T) {
+			p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h1"}})
+			if _, err := remote.CallOn(context.Background(), p, "h1", Noop, struct{}{}); err != nil { // connected
+				t.Fatal(err)
+			}
+			entered := make(chan struct{})
+			var returned, cancelled atomic.Bool
+			job := remote.Job{Func: Hold.Name(), Timeout: -1, Callbacks: map[string]remote.Callback{
+				"hold": func(ctx context.Context, _ remote.CallbackRequest) (any, error) {
+					close(entered)
+					defer returned.Store(true)
+					select {
+					case <-ctx.Done():
+						cancelled.Store(true)
+						return nil, ctx.Err()
+					case <-time.After(10 * time.Second):
+						return "the handler was never cancelled", nil
+					}
+				}}}
+			if mode == "timeout" {
+				job.Timeout = 200 * time.Millisecond
+			}
+			run := p.Submit(context.Background(), job)
+			select {
+			case <-entered:
+			case <-time.After(20 * time.Second):
+				_, err := run.Wait()
+				t.Fatalf("the handler was never called: %v", err)
+			}
+			if mode == "kill" {
+				p.Kill()
+				if !returned.Load() {
+					t.Fatal("Kill returned while the callback handler still ran")
+				}
+			}
+			if _, err := run.Wait(); err == nil {
+				t.Fatal("the job succeeded")
+			}
+			p.Close()
+			if !returned.Load() {
+				t.Fatal("Close returned while the callback handler still ran")
+			}
+			if !cancelled.Load() {
+				t.Fatal("the callback handler's context was not cancelled when its job ended")
+			}
+		})
 	}
 }
