@@ -54,6 +54,10 @@ type attempt struct {
 	stopped bool // guarded by hmu
 
 	lines [2][]byte // partial stdout, stderr lines; owned by the attempt goroutine
+
+	// abandoned: the attempt stopped waiting for the connection it asked
+	// to be dialled (its deadline passed); guarded by pool.mu.
+	abandoned bool
 }
 
 func newAttempt(p *Pool, r *Run, host string) *attempt {

@@ -872,3 +872,39 @@ func TestBootstrapFirstFramesInEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// A job whose timeout passes while its host is still being connected (here:
+// the agent is being uploaded) fails with a timeout, but the connection goes
+// on being made for the jobs after it, and the job's call, given up before
+// the bootstrap, never runs on the host.
+func TestConnectOutlivesShortJobTimeout(t *testing.T) {
+	l := newBootLab(t)
+	srv, err := l.AddServer(sshdtest.Options{Name: "fresh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out lockedBuf
+	p, err := remote.NewPool(context.Background(), remote.PoolConfig{Hosts: []string{"fresh"}, MinWarm: -1, ConnectTimeout: 60 * time.Second,
+		SSH: remote.SSHOptions{ConfigFile: l.ConfigFile}, Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	marker := filepath.Join(t.TempDir(), "ran")
+	_, err = p.Submit(context.Background(), remote.Job{Host: "fresh", Func: agent.Exec.Name(), NoRetry: true, Timeout: time.Millisecond,
+		Data: agent.ExecIn{Argv: []string{"touch", marker}}}).Wait()
+	if !errors.Is(err, remote.ErrTimeout) {
+		t.Fatalf("job with a 1 ms timeout: %v, want ErrTimeout", err)
+	}
+	// The next job finds the connection made (or being made) by the first.
+	if _, err := remote.CallOn(context.Background(), p, "fresh", Whoami, struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats().Hosts["fresh"]
+	if n := strings.Count(srv.Log(), "Accepted publickey"); st.Uploads != 1 || n != 1 {
+		t.Errorf("%d uploads and %d logins, want 1 and 1: the first connection was not kept", st.Uploads, n)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the timed-out job's command ran on the host")
+	}
+}

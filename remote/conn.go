@@ -58,6 +58,9 @@ type connectOptions struct {
 	maxMsg   int
 	pingIntv time.Duration
 	uploaded func(bytes int) // called when an agent is uploaded (for stats and tests)
+	// firstWanted reports whether the first attempt still waits for this
+	// connection (nil: it does); a first call no longer wanted is not sent.
+	firstWanted func() bool
 }
 
 // dialHost connects to host, puts the agent in place and starts it.
@@ -119,7 +122,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 		return nil, err
 	}
 	block := wire.AppendFrame(nil, wire.Frame{Kind: wire.KindHello, Payload: helloFrame})
-	if first != nil && len(firstCall.Data)+len(firstCall.DataTail) <= wire.ChunkSize {
+	if first != nil && (o.firstWanted == nil || o.firstWanted()) && len(firstCall.Data)+len(firstCall.DataTail) <= wire.ChunkSize {
 		data, err := wire.MarshalMessage(firstCall)
 		if err != nil {
 			return nil, err

@@ -488,12 +488,21 @@ func (p *Pool) execute(r *Run, h *hostState) {
 // callers share one dial.
 func (p *Pool) conn(h *hostState) (*hostConn, error) { return p.connFor(h, nil, nil, time.Time{}) }
 
-// connFor is conn for an attempt: when this call dials, first's call is
-// pipelined with the bootstrap (first.id is then set).
+// connFor is conn for an attempt: when this call starts a dial, first's
+// call is pipelined with the bootstrap (first.id is then set).
 //
-// A zero deadline means none; otherwise waiting for another attempt's dial,
-// or dialling, ends at the deadline: a job's timeout covers connecting.
+// The dial runs in a goroutine of the pool, bounded by ConnectTimeout only:
+// an attempt stops waiting for it at its deadline (a job's timeout covers
+// connecting), but the dial goes on, so that a host whose first connection
+// takes longer than a job's timeout (an agent upload on a slow link) is
+// still connected for the jobs after it. A zero deadline means none.
 func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadline time.Time) (*hostConn, error) {
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expired = t.C
+	}
 	p.mu.Lock()
 	for {
 		if h.conn != nil && h.conn.alive() {
@@ -502,20 +511,28 @@ func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadl
 			return c, nil
 		}
 		if h.connecting == nil {
-			break
+			p.startDialLocked(h, first, firstCall)
 		}
 		ch := h.connecting
 		p.mu.Unlock()
-		var expired <-chan time.Time
-		if !deadline.IsZero() {
-			t := time.NewTimer(time.Until(deadline))
-			defer t.Stop()
-			expired = t.C
-		}
 		select {
 		case <-ch:
 		case <-expired:
-			return nil, &FailureError{Host: h.name, Op: "connect", Err: fmt.Errorf("%w while waiting for the connection", ErrTimeout)}
+			p.mu.Lock()
+			select {
+			case <-ch: // the dial ended meanwhile: take its outcome
+				expired = nil
+			default:
+				if first != nil {
+					first.abandoned = true
+				}
+				p.mu.Unlock()
+				if first != nil {
+					first.stop()
+				}
+				return nil, &FailureError{Host: h.name, Op: "connect", Err: fmt.Errorf("%w while waiting for the connection", ErrTimeout)}
+			}
+			p.mu.Unlock()
 		case <-p.ctx.Done():
 			return nil, &FailureError{Host: h.name, Op: "connect", Err: ErrClosed}
 		}
@@ -525,27 +542,37 @@ func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadl
 			p.mu.Unlock()
 			return nil, err
 		}
+		first = nil // another dial, if any, is not this attempt's
 	}
+}
+
+// startDialLocked starts dialling h in a goroutine counted in p.wg (the
+// caller is a runner, counted too, so the count is above zero). h.connecting
+// is closed, with p.mu held, once h's state says how the dial went. p.mu is
+// held.
+func (p *Pool) startDialLocked(h *hostState, first *attempt, firstCall *wire.Call) {
 	if old := h.conn; old != nil {
 		h.conn = nil
-		// The caller is a runner, counted in p.wg, so the count is above
-		// zero here and Close waits for this too.
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); old.close() }()
 	}
 	ch := make(chan struct{})
 	h.connecting = ch
-	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.dial(h, ch, first, firstCall)
+	}()
+}
 
+// dial connects to h and records the outcome. A first attempt that gave
+// up waiting is not sent, or is cancelled on the host if it was already.
+func (p *Pool) dial(h *hostState, ch chan struct{}, first *attempt, firstCall *wire.Call) {
 	var c *hostConn
 	var err error
 	select {
 	case p.connSem <- struct{}{}:
-		limit := p.cfg.ConnectTimeout
-		if !deadline.IsZero() {
-			limit = min(limit, time.Until(deadline))
-		}
-		ctx, cancel := context.WithTimeout(p.ctx, limit)
+		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ConnectTimeout)
 		opts := p.connOpts
 		opts.hello.Host = h.name
 		opts.uploaded = func(n int) {
@@ -553,6 +580,13 @@ func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadl
 			h.st.uploads++
 			p.total.uploads++
 			p.mu.Unlock()
+		}
+		if first != nil {
+			opts.firstWanted = func() bool {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				return !first.abandoned
+			}
 		}
 		c, err = dialHost(ctx, h.name, opts, first, firstCall)
 		cancel()
@@ -569,10 +603,11 @@ func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadl
 		h.lastErr = err
 		p.markDownLocked(h, now)
 	} else if p.ctx.Err() != nil {
-		p.mu.Unlock()
+		h.connErr = &FailureError{Host: h.name, Op: "connect", Err: ErrClosed}
 		close(ch)
+		p.mu.Unlock()
 		c.close()
-		return nil, &FailureError{Host: h.name, Op: "connect", Err: ErrClosed}
+		return
 	} else {
 		h.conn = c
 		h.down = false
@@ -584,10 +619,13 @@ func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadl
 			p.total.envStarts++
 		}
 	}
+	orphan := err == nil && first != nil && first.abandoned && first.conn == c
 	p.dispatchLocked()
-	p.mu.Unlock()
 	close(ch)
-	return c, err
+	p.mu.Unlock()
+	if orphan {
+		c.cancel(first.id) // sent with the bootstrap before it was given up
+	}
 }
 
 // markDownLocked takes h out of rotation until its back-off passes.
