@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/toworker/toworker/internal/rawio"
 	"github.com/toworker/toworker/internal/wire"
 )
 
@@ -59,7 +60,8 @@ type bworker struct {
 	cmd        *exec.Cmd
 	pid        int
 	conn       *net.UnixConn
-	sendMu     sync.Mutex // serialises writes to conn; guards sendBuf and sendClosed
+	io         io.ReadWriter // conn, read and written as rawIO does
+	sendMu     sync.Mutex    // serialises writes to conn; guards sendBuf and sendClosed
 	sendBuf    []byte
 	sendClosed bool
 	// The read ends of the worker's stdout and stderr pipes. The worker
@@ -110,7 +112,7 @@ func serveBoss() error {
 	syscall.SetNonblock(0, true)
 	stdin := os.NewFile(0, "stdin")
 	first := envFrames()
-	in := &masterInput{in: bufio.NewReaderSize(stdin, 64<<10), skip: first != nil}
+	in := &masterInput{in: bufio.NewReaderSize(rawio.New(stdin), 64<<10), skip: first != nil}
 	var src io.Reader = in
 	if first != nil {
 		src = io.MultiReader(bytes.NewReader(first), in)
@@ -124,7 +126,7 @@ func serveBoss() error {
 		return err
 	}
 	b := &boss{
-		out:       wire.NewWriter(framesOut),
+		out:       wire.NewWriter(rawio.New(framesOut)),
 		stdin:     stdin,
 		framesOut: framesOut,
 		exe:       exe,
@@ -333,7 +335,7 @@ func (b *boss) drainOutput(w *bworker, j *bjob) {
 
 // spawnLocked starts a worker process. b.mu is held.
 func (b *boss) spawnLocked() (*bworker, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fds, err := cloexecSocketpair()
 	if err != nil {
 		return nil, fmt.Errorf("start worker: socketpair: %w", err)
 	}
@@ -381,7 +383,7 @@ func (b *boss) spawnLocked() (*bworker, error) {
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	w := &bworker{
-		cmd: cmd, pid: cmd.Process.Pid, conn: nc.(*net.UnixConn), pipes: pr,
+		cmd: cmd, pid: cmd.Process.Pid, conn: nc.(*net.UnixConn), io: rawio.New(nc.(*net.UnixConn)), pipes: pr,
 		crashDone: make(chan struct{}),
 		readDone:  make(chan struct{}),
 	}
@@ -413,7 +415,7 @@ func (w *bworker) send(it sendItem) {
 		_, err = bufs.WriteTo(w.conn)
 	} else {
 		w.sendBuf = wire.AppendFrame(w.sendBuf[:0], it.frame)
-		_, err = w.conn.Write(w.sendBuf)
+		_, err = w.io.Write(w.sendBuf)
 	}
 	if err != nil {
 		w.sendClosed = true
@@ -450,7 +452,7 @@ func (w *bworker) readCrash(r *os.File) {
 // the worker sent them: a job's output before its result.
 func (b *boss) workerReadLoop(w *bworker) {
 	defer close(w.readDone)
-	r := wire.NewReader(w.conn, wire.Limits{})
+	r := wire.NewReader(w.io, wire.Limits{})
 	if _, err := r.ReadFrame(); err != nil { // the worker's hello
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/toworker/toworker/internal/rawio"
 	"github.com/toworker/toworker/internal/wire"
 )
 
@@ -82,7 +83,7 @@ func (c *capture) pump(i int, f *os.File) {
 
 // readLocked reads once from stream i and sends what it got. c.mu is held.
 func (c *capture) readLocked(i, fd int) (int, error) {
-	n, err := syscall.Read(fd, c.buf[i])
+	n, err := rawio.ReadNonblock(fd, c.buf[i])
 	if n > 0 && c.job != 0 {
 		c.w.WriteFrame(wire.Frame{Kind: streamKinds[i], Job: c.job, Payload: c.buf[i][:n]})
 	}

@@ -19,3 +19,8 @@ func waitNoReap(pid int) {
 	for unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
 	}
 }
+
+// cloexecSocketpair makes a Unix stream socket pair, closed on exec.
+func cloexecSocketpair() ([2]int, error) {
+	return unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+}

@@ -12,3 +12,18 @@ func workerSysProcAttr() *syscall.SysProcAttr {
 // waitNoReap is not available here; the reaper kills the group right after
 // the worker is reaped.
 func waitNoReap(pid int) {}
+
+// cloexecSocketpair makes a Unix stream socket pair, closed on exec. Where
+// socketpair has no SOCK_CLOEXEC (macOS), the flag is set under
+// syscall.ForkLock, so that no process started meanwhile inherits them.
+func cloexecSocketpair() ([2]int, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		return fds, err
+	}
+	syscall.CloseOnExec(fds[0])
+	syscall.CloseOnExec(fds[1])
+	return fds, nil
+}

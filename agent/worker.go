@@ -16,6 +16,7 @@ import (
 
 	"github.com/toworker/toworker/callback"
 	"github.com/toworker/toworker/internal/jobctx"
+	"github.com/toworker/toworker/internal/rawio"
 	"github.com/toworker/toworker/internal/wire"
 )
 
@@ -68,10 +69,11 @@ func serveWorker() error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer conn.Close()
-	r := wire.NewReader(conn, wire.Limits{})
+	sock := rawio.New(conn.(*net.UnixConn))
+	r := wire.NewReader(sock, wire.Limits{})
 	wk := &worker{
 		conn:    conn,
-		w:       wire.NewWriter(conn),
+		w:       wire.NewWriter(sock),
 		r:       r,
 		readTok: make(chan struct{}, 1),
 		dead:    make(chan struct{}),

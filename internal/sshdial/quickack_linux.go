@@ -1,9 +1,12 @@
 package sshdial
 
 import (
+	"io"
 	"net"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/toworker/toworker/internal/rawio"
 )
 
 // quickAckReads is how many reads of a new connection ask the kernel to
@@ -26,14 +29,19 @@ func quickAck(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &quickAckConn{TCPConn: tc, raw: raw}
+	return &quickAckConn{TCPConn: tc, raw: raw, io: rawio.New(tc)}
 }
 
+// quickAckConn also reads and writes with raw system calls (package
+// rawio): a master making sequential calls is idle between them.
 type quickAckConn struct {
 	*net.TCPConn
 	raw   syscall.RawConn
+	io    io.ReadWriter
 	reads atomic.Int32
 }
+
+func (c *quickAckConn) Write(p []byte) (int, error) { return c.io.Write(p) }
 
 func (c *quickAckConn) Read(p []byte) (int, error) {
 	if c.reads.Add(1) <= quickAckReads {
@@ -41,5 +49,5 @@ func (c *quickAckConn) Read(p []byte) (int, error) {
 			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
 		})
 	}
-	return c.TCPConn.Read(p)
+	return c.io.Read(p)
 }
