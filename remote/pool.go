@@ -497,12 +497,7 @@ func (p *Pool) conn(h *hostState) (*hostConn, error) { return p.connFor(h, nil, 
 // takes longer than a job's timeout (an agent upload on a slow link) is
 // still connected for the jobs after it. A zero deadline means none.
 func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadline time.Time) (*hostConn, error) {
-	var expired <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		expired = t.C
-	}
+	var expired <-chan time.Time // made when there is a dial to wait for
 	p.mu.Lock()
 	for {
 		if h.conn != nil && h.conn.alive() {
@@ -515,6 +510,11 @@ func (p *Pool) connFor(h *hostState, first *attempt, firstCall *wire.Call, deadl
 		}
 		ch := h.connecting
 		p.mu.Unlock()
+		if expired == nil && !deadline.IsZero() {
+			t := time.NewTimer(time.Until(deadline))
+			defer t.Stop()
+			expired = t.C
+		}
 		select {
 		case <-ch:
 		case <-expired:
