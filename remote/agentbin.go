@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -167,13 +168,92 @@ func (b *agentBinary) load() error {
 			b.gzErr = fmt.Errorf("agent binary %s changed while the master runs: restart the master", b.path)
 			return
 		}
+		if gz := readCachedGzip(b.hash); gz != nil {
+			b.gz = gz
+			return
+		}
 		var buf bytes.Buffer
 		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 		zw.Write(raw)
 		zw.Close()
 		b.gz = buf.Bytes()
+		writeCachedGzip(b.hash, b.gz)
 	})
 	return b.gzErr
+}
+
+// The master keeps the compressed upload of its agents in its own cache
+// directory, so that a new master process (each toworker CLI run) does not
+// compress its 6-7 MiB binary again before an upload (about 100 ms). An
+// entry is used only if it decompresses to the agent's SHA-256.
+const gzipCacheKeep = 4 // entries kept, newest first
+
+func gzipCacheDir() (string, error) {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "toworker-master"), nil // not the agent cache of a host that is this machine
+}
+
+// readCachedGzip returns the cached gzip of the agent with hash, or nil.
+func readCachedGzip(hash string) []byte {
+	dir, err := gzipCacheDir()
+	if err != nil {
+		return nil
+	}
+	file := filepath.Join(dir, hash+".gz")
+	gz, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		return nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, zr); err != nil || hex.EncodeToString(h.Sum(nil)) != hash {
+		return nil
+	}
+	now := time.Now()
+	os.Chtimes(file, now, now) // used: kept by writeCachedGzip's pruning
+	return gz
+}
+
+// writeCachedGzip stores gz as the agent with hash's upload, best effort,
+// and removes the oldest entries beyond gzipCacheKeep.
+func writeCachedGzip(hash string, gz []byte) {
+	dir, err := gzipCacheDir()
+	if err != nil || os.MkdirAll(dir, 0o700) != nil {
+		return
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return
+	}
+	_, werr := f.Write(gz)
+	if cerr := f.Close(); werr != nil || cerr != nil || os.Rename(f.Name(), filepath.Join(dir, hash+".gz")) != nil {
+		os.Remove(f.Name())
+		return
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	type aged struct {
+		name string
+		mod  time.Time
+	}
+	var gzs []aged
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".gz") && fi.Mode().IsRegular() {
+			gzs = append(gzs, aged{e.Name(), fi.ModTime()})
+		}
+	}
+	sort.Slice(gzs, func(i, j int) bool { return gzs[i].mod.After(gzs[j].mod) })
+	for _, g := range gzs[min(len(gzs), gzipCacheKeep):] {
+		os.Remove(filepath.Join(dir, g.name))
+	}
 }
 
 // agentSet is the agents available for one AgentOptions.
