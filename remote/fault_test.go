@@ -2140,3 +2140,32 @@ func TestFaultNoSecretInLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultBossKilled: a boss killed with SIGKILL cannot clean up; the
+// kernel signals its workers (PR_SET_PDEATHSIG), each kills its own process
+// group, and the master sees the connection end.
+func TestFaultBossKilled(t *testing.T) {
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h4"}})
+	pids := make(chan string, 1)
+	run := p.Submit(context.Background(), remote.Job{Host: "h4", Func: Sleep.Name(), Data: 60, Timeout: -1, NoRetry: true,
+		OnOutput: func(l string) { pids <- l }})
+	var worker, child int
+	select {
+	case l := <-pids:
+		fmt.Sscanf(l, "pids %d %d", &worker, &child)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the job printed no pids")
+	}
+	boss := parentPID(worker)
+	if boss <= 1 || worker == 0 || child == 0 {
+		t.Fatalf("boss %d, worker %d, child %d", boss, worker, child)
+	}
+	if err := syscall.Kill(boss, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, "the worker of a killed boss", worker, 10*time.Second)
+	waitGone(t, "the job's child of a killed boss", child, 10*time.Second)
+	if _, err := waitRun(t, run, 30*time.Second); !remote.IsFailure(err) {
+		t.Errorf("job on a killed boss: %v, want a transport failure", err)
+	}
+}
