@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,7 +46,10 @@ type boss struct {
 	workers map[*bworker]struct{}
 	idle    []*bworker
 	jobs    map[uint32]*bjob
-	inline  map[uint32]*inlineJob // running Inline calls
+	// queue holds, in order, calls that wait for a worker because
+	// hello.MaxWorkers are started and none can take them.
+	queue  []*bjob
+	inline map[uint32]*inlineJob // running Inline calls
 	// inlineWG counts Inline calls' goroutines: waited for at exit, but
 	// only so long, since a function may ignore its cancelled context.
 	inlineWG sync.WaitGroup
@@ -69,7 +73,12 @@ type bworker struct {
 	// during a job.
 	pipes [2]*os.File
 	// guarded by boss.mu:
-	job     *bjob
+	job *bjob // the job it runs
+	// next is a call written to it while it runs job (pipelining), which
+	// it starts as soon as job's result is sent. Never started before
+	// then, since a worker runs its calls one after another in the order
+	// of its socket: if the worker dies first, next goes to another.
+	next    *bjob
 	jobs    int
 	retired bool
 
@@ -82,10 +91,15 @@ type sendItem struct {
 	frame wire.Frame
 }
 
-// bjob is one job the boss has handed to a worker.
+// bjob is one job the boss has handed to a worker, or keeps queued for one.
 type bjob struct {
-	id       uint32
-	w        *bworker
+	id uint32
+	w  *bworker // guarded by boss.mu: nil while in boss.queue
+	// held keeps copies of the call's frames until a worker starts it, so
+	// that a call queued on a worker that dies can go to another; complete
+	// says its last frame has arrived. Guarded by boss.mu.
+	held     []wire.Frame
+	complete bool
 	canceled bool // guarded by boss.mu
 	resulted bool // guarded by boss.mu: the worker began sending the result
 	// stderr watches the job's stderr, forwarded or drained, for a fatal
@@ -281,8 +295,20 @@ func (b *boss) readLoop(r *wire.Reader) error {
 func (b *boss) routeCall(f wire.Frame) (kept bool, err error) {
 	b.mu.Lock()
 	if j := b.jobs[f.Job]; j != nil {
+		w := j.w
+		if w == nil || w.job != j {
+			// Not started yet: keep a copy for whichever worker runs it.
+			j.held = append(j.held, cloneFrame(f))
+			j.complete = !f.More
+		}
+		if w == nil {
+			ds := b.dispatchLocked()
+			b.mu.Unlock()
+			b.deliver(ds)
+			return false, nil
+		}
 		b.mu.Unlock()
-		j.w.send(sendItem{frame: f})
+		w.send(sendItem{frame: f})
 		return false, nil
 	}
 	if b.stopping {
@@ -294,23 +320,146 @@ func (b *boss) routeCall(f wire.Frame) (kept bool, err error) {
 		return true, nil
 	}
 	b.mu.Lock()
-	var w *bworker
+	j := &bjob{id: f.Job, complete: !f.More}
+	b.jobs[f.Job] = j
+	if len(b.queue) > 0 {
+		// Calls wait their turn behind those already waiting.
+		j.held = []wire.Frame{cloneFrame(f)}
+		b.queue = append(b.queue, j)
+		ds := b.dispatchLocked()
+		b.mu.Unlock()
+		b.deliver(ds)
+		return false, nil
+	}
+	w, running, err := b.placeLocked(j.complete && len(f.Payload) <= maxPipelined)
+	switch {
+	case err != nil:
+		delete(b.jobs, f.Job)
+		b.mu.Unlock()
+		return false, err
+	case w == nil:
+		j.held = []wire.Frame{cloneFrame(f)}
+		b.queue = append(b.queue, j)
+		b.mu.Unlock()
+		return false, nil
+	case !running:
+		j.held = []wire.Frame{cloneFrame(f)}
+	}
+	b.assignLocked(j, w, running)
+	// Taken before b.mu is let go, so that the socket gets its calls in
+	// the order they were assigned (see deliver).
+	w.sendMu.Lock()
+	b.mu.Unlock()
+	w.sendLocked(sendItem{frame: f})
+	w.sendMu.Unlock()
+	return false, nil
+}
+
+// maxPipelined bounds a call that may be queued on a busy worker: a write
+// of that size fits in the socket's buffer, so it never waits for the
+// worker to finish its job.
+const maxPipelined = 16 << 10
+
+// placeLocked picks the worker for a call: an idle one, else a new one
+// while fewer than hello.MaxWorkers run (running is then true); else, when
+// pipelinable, a busy worker with nothing queued behind its job. It returns
+// nil when the call must wait in b.queue. b.mu is held.
+func (b *boss) placeLocked(pipelinable bool) (w *bworker, running bool, err error) {
 	if n := len(b.idle); n > 0 {
 		w = b.idle[n-1]
 		b.idle = b.idle[:n-1]
-	} else {
-		if w, err = b.spawnLocked(); err != nil {
-			b.mu.Unlock()
-			return false, err
+		return w, true, nil
+	}
+	if b.hello.MaxWorkers <= 0 || len(b.workers) < b.hello.MaxWorkers {
+		w, err = b.spawnLocked()
+		return w, true, err
+	}
+	if !pipelinable {
+		return nil, false, nil
+	}
+	max := b.hello.MaxJobsPerWorker
+	for c := range b.workers {
+		if c.job != nil && c.next == nil && !c.retired && !c.job.canceled && (max <= 0 || c.jobs < max) {
+			return c, false, nil
 		}
 	}
-	j := &bjob{id: f.Job, w: w}
-	w.job = j
+	return nil, false, nil
+}
+
+// assignLocked gives j to w, to run now or next. b.mu is held.
+func (b *boss) assignLocked(j *bjob, w *bworker, running bool) {
+	j.w = w
 	w.jobs++
-	b.jobs[f.Job] = j
-	b.mu.Unlock()
-	w.send(sendItem{frame: f})
-	return false, nil
+	if running {
+		w.job = j
+		j.held = nil
+	} else {
+		w.next = j
+	}
+}
+
+// delivery is the frames of calls assigned to one worker, written by
+// deliver. The assigning goroutine holds w.sendMu from the assignment on,
+// so that calls reach a worker's socket in the order they were assigned.
+type delivery struct {
+	w      *bworker
+	frames []wire.Frame
+	fail   *bjob // or a queued call that cannot start: reported failed
+	err    error
+}
+
+// dispatchLocked assigns the calls waiting in b.queue, in order, to the
+// workers that can take them. b.mu is held; the caller passes the result to
+// deliver once it has let b.mu go.
+func (b *boss) dispatchLocked() []delivery {
+	var ds []delivery
+	for len(b.queue) > 0 && !b.stopping {
+		j := b.queue[0]
+		if !j.complete {
+			break // its frames are still arriving, and go to the queue
+		}
+		w, running, err := b.placeLocked(len(j.held) == 1 && len(j.held[0].Payload) <= maxPipelined)
+		if err == nil && w == nil {
+			break
+		}
+		b.queue[0] = nil
+		b.queue = b.queue[1:]
+		if err != nil {
+			delete(b.jobs, j.id)
+			ds = append(ds, delivery{fail: j, err: err})
+			continue
+		}
+		frames := j.held
+		b.assignLocked(j, w, running)
+		i := slices.IndexFunc(ds, func(d delivery) bool { return d.w == w })
+		if i < 0 {
+			w.sendMu.Lock()
+			ds = append(ds, delivery{w: w})
+			i = len(ds) - 1
+		}
+		ds[i].frames = append(ds[i].frames, frames...)
+	}
+	return ds
+}
+
+// deliver writes what dispatchLocked assigned, and reports the calls that
+// could not start. b.mu is not held.
+func (b *boss) deliver(ds []delivery) {
+	for _, d := range ds {
+		if d.fail != nil {
+			b.fail(d.fail.id, &wire.Error{Kind: wire.ErrKindAgent, Message: d.err.Error()})
+			continue
+		}
+		for _, f := range d.frames {
+			d.w.sendLocked(sendItem{frame: f})
+		}
+		d.w.sendMu.Unlock()
+	}
+}
+
+func cloneFrame(f wire.Frame) wire.Frame {
+	f.Payload = bytes.Clone(f.Payload)
+	return f
 }
 
 // drainOutput forwards what is left in a dead worker's output pipes as job
@@ -405,6 +554,11 @@ func (b *boss) spawnLocked() (*bworker, error) {
 func (w *bworker) send(it sendItem) {
 	w.sendMu.Lock()
 	defer w.sendMu.Unlock()
+	w.sendLocked(it)
+}
+
+// sendLocked is send with w.sendMu held.
+func (w *bworker) sendLocked(it sendItem) {
 	if w.sendClosed {
 		return
 	}
@@ -486,21 +640,35 @@ func (b *boss) workerReadLoop(w *bworker) {
 }
 
 // finish closes a job whose result has been forwarded and makes its worker
-// idle, or retires it after MaxJobsPerWorker jobs.
+// idle, or retires it after MaxJobsPerWorker jobs. A call queued on the
+// worker starts now; if it was cancelled meanwhile, the worker is killed
+// with it, as a running job's is.
 func (b *boss) finish(w *bworker, j *bjob) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	delete(b.jobs, j.id)
 	w.job = nil
 	if b.stopping || w.retired {
+		b.mu.Unlock()
 		return
 	}
-	if max := b.hello.MaxJobsPerWorker; max > 0 && w.jobs >= max {
+	kill := false
+	if nx := w.next; nx != nil {
+		w.next = nil
+		w.job = nx
+		nx.held = nil
+		kill = nx.canceled
+	} else if max := b.hello.MaxJobsPerWorker; max > 0 && w.jobs >= max {
 		w.retired = true
 		w.retire()
-		return
+	} else {
+		b.idle = append(b.idle, w)
 	}
-	b.idle = append(b.idle, w)
+	ds := b.dispatchLocked()
+	b.mu.Unlock()
+	b.deliver(ds)
+	if kill {
+		syscall.Kill(-w.pid, syscall.SIGKILL)
+	}
 }
 
 // reap waits for a worker to exit, kills what is left of its process group,
@@ -544,8 +712,26 @@ func (b *boss) reap(w *bworker) {
 	if j != nil {
 		delete(b.jobs, j.id)
 	}
+	// The call queued behind j never started: it goes first to another
+	// worker, or is reported cancelled if it was.
+	var nextCanceled *bjob
+	if nx := w.next; nx != nil && !b.stopping {
+		w.next = nil
+		nx.w = nil
+		if nx.canceled {
+			delete(b.jobs, nx.id)
+			nextCanceled = nx
+		} else {
+			b.queue = slices.Insert(b.queue, 0, nx)
+		}
+	}
+	ds := b.dispatchLocked()
 	stopping := b.stopping
 	b.mu.Unlock()
+	b.deliver(ds)
+	if nextCanceled != nil {
+		b.notStarted(nextCanceled.id)
+	}
 	if j == nil || stopping {
 		closeAll(w.pipes[:])
 		return
@@ -658,11 +844,30 @@ func (b *boss) cancel(id uint32) {
 		return
 	}
 	j.canceled = true
+	if j.w == nil {
+		// Waiting in the boss's queue: it never starts.
+		b.queue = slices.DeleteFunc(b.queue, func(q *bjob) bool { return q == j })
+		delete(b.jobs, id)
+		b.mu.Unlock()
+		b.notStarted(id)
+		return
+	}
+	if j.w.job != j {
+		// Queued on a busy worker: killed as it starts (see finish).
+		b.mu.Unlock()
+		return
+	}
 	pid := j.w.pid
 	b.mu.Unlock()
 	// The worker is not reaped until reap has killed its group, so pid
 	// still names this worker's group here.
 	syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// notStarted reports a job cancelled before any worker started it.
+func (b *boss) notStarted(id uint32) {
+	b.out.WriteValue(wire.KindResult, id, &wire.Result{Err: &wire.Error{Kind: wire.ErrKindCanceled,
+		Message: "job cancelled before it started"}})
 }
 
 // fail reports a job the boss could not start.

@@ -43,6 +43,18 @@ type PoolConfig struct {
 	// MaxPerHost is how many jobs run at once on a host, each in its own
 	// worker process. Zero means 4.
 	MaxPerHost int
+	// Pipeline is how many calls beyond MaxPerHost the master keeps sent
+	// to a host, so that its workers go from one call straight to the next
+	// instead of waiting a round trip for the master to send it. At most
+	// MaxPerHost calls still run at once; the others wait on the agent,
+	// each small call (up to 16 KiB of input) possibly queued behind one
+	// running call (larger calls wait for a free worker). For many short calls:
+	// a call queued behind a long one waits for it, although another worker
+	// may free up first. A call cancelled, or timed out, while it waits
+	// on the agent does not start, unless it was queued on a worker: it is
+	// then killed as it starts. Zero means none: a call is sent only when
+	// a worker is free for it.
+	Pipeline int
 	// MinWarm is how many idle workers each host keeps started before any
 	// job, so the first jobs do not wait for a process to start. Zero
 	// means 1; negative means none.
@@ -114,6 +126,9 @@ func (c *PoolConfig) setDefaults() {
 	if c.KeepAlive == 0 {
 		c.KeepAlive = 5 * time.Second
 	}
+	if c.Pipeline < 0 {
+		c.Pipeline = 0
+	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 1 << 16
 	}
@@ -179,11 +194,15 @@ func newPool(ctx context.Context, cfg PoolConfig, dynamic bool) (*Pool, error) {
 	if ping < 0 {
 		ping = 0
 	}
+	maxWorkers := 0 // without pipelining, the master's slots bound them
+	if cfg.Pipeline > 0 {
+		maxWorkers = cfg.MaxPerHost
+	}
 	p.connOpts = connectOptions{
 		ssh:    cfg.SSH.dialOptions(),
 		agents: agents,
 		hello: wire.Hello{Version: wire.Version, Role: "master", MinWarm: cfg.MinWarm,
-			MaxJobsPerWorker: cfg.MaxJobsPerWorker, Init: cfg.Init, PingSeconds: int((ping + time.Second - 1) / time.Second)},
+			MaxJobsPerWorker: cfg.MaxJobsPerWorker, Init: cfg.Init, MaxWorkers: maxWorkers, PingSeconds: int((ping + time.Second - 1) / time.Second)},
 		maxMsg:   cfg.MaxMessage,
 		pingIntv: ping,
 	}
@@ -346,7 +365,7 @@ func (p *Pool) dispatchLocked() {
 	free := 0
 	for _, h := range p.order {
 		if p.usable(h, now) {
-			free += p.cfg.MaxPerHost - h.busy
+			free += p.slots() - h.busy
 		}
 	}
 	kept := p.queue[:0]
@@ -386,6 +405,9 @@ func (p *Pool) leaveQueueLocked(r *Run) {
 	}
 }
 
+// slots is how many calls the pool keeps sent to a host at once.
+func (p *Pool) slots() int { return p.cfg.MaxPerHost + p.cfg.Pipeline }
+
 func (p *Pool) usable(h *hostState, now time.Time) bool {
 	return !h.down || !now.Before(h.retryAt)
 }
@@ -396,7 +418,7 @@ func (p *Pool) usable(h *hostState, now time.Time) bool {
 func (p *Pool) pickLocked(r *Run, now time.Time) *hostState {
 	if r.job.Host != "" {
 		h := p.hosts[r.job.Host]
-		if h != nil && p.usable(h, now) && h.busy < p.cfg.MaxPerHost {
+		if h != nil && p.usable(h, now) && h.busy < p.slots() {
 			return h
 		}
 		return nil
@@ -404,7 +426,7 @@ func (p *Pool) pickLocked(r *Run, now time.Time) *hostState {
 	avoid := len(r.excluded) > 0 && len(r.excluded) < len(p.order)
 	var best *hostState
 	for _, h := range p.order {
-		if !p.usable(h, now) || h.busy >= p.cfg.MaxPerHost || (avoid && r.excluded[h.name]) {
+		if !p.usable(h, now) || h.busy >= p.slots() || (avoid && r.excluded[h.name]) {
 			continue
 		}
 		if best == nil || h.busy < best.busy {

@@ -29,6 +29,11 @@ type Hello struct {
 	// EnvFrames, in the boss's hello, says it started on the frames of
 	// the EnvFrames variable rather than stdin's.
 	EnvFrames bool `cbor:"13,keyasint,omitempty"`
+	// MaxWorkers, set by the master for the boss, caps its worker
+	// processes; 0 means no cap (the master then sends a call only when a
+	// worker can start it). With a cap, calls beyond it wait in the boss,
+	// and a small one may be queued on a busy worker (pipelining).
+	MaxWorkers int `cbor:"14,keyasint,omitempty"`
 }
 
 // Call asks for a registered function to run as job J.

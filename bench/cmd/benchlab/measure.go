@@ -41,7 +41,7 @@ type params struct {
 	parDur                  time.Duration
 	pipeRounds, pipeTotal   int
 	pipeWindow              int
-	pipeMaxPerHost          []int
+	pipeConfigs             []pipeConfig
 	echoSize, echoRounds    int
 	fanRounds, gatherRounds int
 	slowRounds, slowFirst   int
@@ -53,7 +53,7 @@ var fullParams = params{
 	coldRounds: 20, firstRounds: 8,
 	warmCalls: 2000, warmBlocks: 20,
 	parRounds: 5, parDur: 2 * time.Second,
-	pipeRounds: 5, pipeTotal: 20000, pipeWindow: 200, pipeMaxPerHost: []int{4, 16, 64},
+	pipeRounds: 5, pipeTotal: 20000, pipeWindow: 200, pipeConfigs: []pipeConfig{{4, 0}, {16, 0}, {64, 0}, {2, 198}, {4, 196}, {8, 192}},
 	echoSize: 64 << 20, echoRounds: 5,
 	fanRounds: 8, gatherRounds: 300,
 	slowRounds: 5, slowFirst: 3, slowWarmCalls: 20,
@@ -64,7 +64,7 @@ var smokeParams = params{
 	coldRounds: 3, firstRounds: 2,
 	warmCalls: 300, warmBlocks: 3,
 	parRounds: 2, parDur: 200 * time.Millisecond,
-	pipeRounds: 2, pipeTotal: 1000, pipeWindow: 200, pipeMaxPerHost: []int{16},
+	pipeRounds: 2, pipeTotal: 1000, pipeWindow: 200, pipeConfigs: []pipeConfig{{16, 0}, {4, 196}},
 	echoSize: 8 << 20, echoRounds: 2,
 	fanRounds: 2, gatherRounds: 20,
 	slowRounds: 2, slowFirst: 1, slowWarmCalls: 3,
@@ -567,24 +567,34 @@ func (e *env) parallel(f *Figure, pp params) {
 	f.Variants = append(f.Variants, Variant{Name: "16 goroutines × CallOn(inline noop: agent.Inline)", Role: "reference", Stat: summarize(inlineRates, false)})
 }
 
+// pipeConfig is a PoolConfig's MaxPerHost and Pipeline.
+type pipeConfig struct{ mph, pipe int }
+
+func (c pipeConfig) String() string {
+	if c.pipe == 0 {
+		return fmt.Sprintf("MaxPerHost %d", c.mph)
+	}
+	return fmt.Sprintf("MaxPerHost %d, Pipeline %d", c.mph, c.pipe)
+}
+
 func (e *env) pipelined(f *Figure, pp params) {
 	type res struct {
-		mph     int
+		cfg     pipeConfig
 		rates   []float64
 		cpu     map[string]float64
 		note    string
 		workers int
 	}
 	var all []res
-	for _, mph := range pp.pipeMaxPerHost {
-		p, err := e.newPool(remote.PoolConfig{Hosts: []string{"h1"}, MaxPerHost: mph})
+	for _, pc := range pp.pipeConfigs {
+		p, err := e.newPool(remote.PoolConfig{Hosts: []string{"h1"}, MaxPerHost: pc.mph, Pipeline: pc.pipe})
 		if err != nil {
 			e.fail(f, "NewPool", err)
 			return
 		}
-		r := res{mph: mph}
+		r := res{cfg: pc}
 		if _, err := e.window(p, pp.pipeWindow, 2*pp.pipeWindow); err != nil {
-			e.fail(f, fmt.Sprintf("warm-up, MaxPerHost %d", mph), err)
+			e.fail(f, "warm-up, "+pc.String(), err)
 			p.Close()
 			return
 		}
@@ -592,7 +602,7 @@ func (e *env) pipelined(f *Figure, pp params) {
 		for range pp.pipeRounds {
 			d, err := e.window(p, pp.pipeWindow, pp.pipeTotal)
 			if err != nil {
-				e.fail(f, fmt.Sprintf("MaxPerHost %d", mph), err)
+				e.fail(f, pc.String(), err)
 				break
 			}
 			r.rates = append(r.rates, float64(pp.pipeTotal)/d.Seconds())
@@ -618,8 +628,8 @@ func (e *env) pipelined(f *Figure, pp params) {
 		if i == best {
 			role = "toworker"
 		}
-		f.Variants = append(f.Variants, Variant{Name: fmt.Sprintf("Submit/Next, %d in flight, MaxPerHost %d (%d workers)", pp.pipeWindow, r.mph, r.workers), Role: role, Stat: summarize(r.rates, false)})
-		tried = append(tried, fmt.Sprint(r.mph))
+		f.Variants = append(f.Variants, Variant{Name: fmt.Sprintf("Submit/Next, %d in flight, %s (%d workers)", pp.pipeWindow, r.cfg, r.workers), Role: role, Stat: summarize(r.rates, false)})
+		tried = append(tried, r.cfg.String())
 	}
 	// The same no-op registered agent.Inline(): it runs in the boss, so all
 	// the calls in flight run at once (MaxPerHost = the window).
@@ -643,8 +653,8 @@ func (e *env) pipelined(f *Figure, pp params) {
 		f.Variants = append(f.Variants, Variant{Name: fmt.Sprintf("Submit/Next, %d in flight, inline no-op (agent.Inline), MaxPerHost %d", pp.pipeWindow, pp.pipeWindow), Role: "reference", Stat: summarize(rates, false)})
 	}
 	if best >= 0 {
-		f.Extra = map[string]any{"max_per_host": all[best].mph, "tried": pp.pipeMaxPerHost, "cpu_us_per_call": all[best].cpu}
-		f.addNote(fmt.Sprintf("MaxPerHost %d is used: every job runs in a worker process of its own, so MaxPerHost is how many calls the host works on at once; the %d in flight beyond it wait in the master's queue. Tried %s; the best is reported.", all[best].mph, pp.pipeWindow, strings.Join(tried, ", ")))
+		f.Extra = map[string]any{"max_per_host": all[best].cfg.mph, "pipeline": all[best].cfg.pipe, "tried": tried, "cpu_us_per_call": all[best].cpu}
+		f.addNote(fmt.Sprintf("%s is used. Each job runs in a worker process; MaxPerHost is how many run on the host at once. Without Pipeline the master sends a call only when a worker is free for it, and the rest of the %d in flight wait in the master's queue; with Pipeline the master keeps MaxPerHost+Pipeline calls sent, and a worker finds its next call already in its socket when it sends a result. Tried %s; the best is reported.", all[best].cfg, pp.pipeWindow, strings.Join(tried, "; ")))
 		f.addNote(all[best].note)
 	}
 }

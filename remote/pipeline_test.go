@@ -1,0 +1,260 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/toworker/toworker/agent"
+	"github.com/toworker/toworker/remote"
+)
+
+// PipeTag prints a line naming its input, then returns its square.
+var PipeTag = agent.Register("test.pipetag", func(ctx context.Context, n int) (int, error) {
+	fmt.Printf("tag %d\n", n)
+	fmt.Fprintf(os.Stderr, "etag %d\n", n)
+	return n * n, nil
+})
+
+// PipeDie prints its worker's pid, naps, and exits the worker.
+var PipeDie = agent.Register("test.pipedie", func(ctx context.Context, ms int) (int, error) {
+	fmt.Printf("pid %d\n", os.Getpid())
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	os.Exit(3)
+	return 0, nil
+})
+
+// PipeNap prints "started", then sleeps for the given milliseconds.
+var PipeNap = agent.Register("test.pipenap", func(ctx context.Context, ms int) (int, error) {
+	fmt.Println("started")
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return ms, nil
+})
+
+// started submits a PipeNap of ms on h1 and returns once it runs: calls
+// submitted at once go out from goroutines of their own, in any order.
+func started(t *testing.T, p *remote.Pool, ms int) *remote.Run {
+	t.Helper()
+	up := make(chan struct{}, 1)
+	r := p.Submit(context.Background(), remote.Job{Host: "h1", Func: PipeNap.Name(), Data: ms,
+		OnOutput: func(string) { up <- struct{}{} }})
+	select {
+	case <-up:
+	case <-r.Done():
+		_, err := r.Wait()
+		t.Fatalf("nap ended before it printed: %v", err)
+	}
+	return r
+}
+
+type MarkIn struct {
+	Path    string
+	DelayMS int
+	Pad     []byte // makes the call large enough not to be queued on a worker
+}
+
+// PipeMark waits DelayMS, then creates Path: proof that it ran that long.
+var PipeMark = agent.Register("test.pipemark", func(ctx context.Context, in MarkIn) (int, error) {
+	time.Sleep(time.Duration(in.DelayMS) * time.Millisecond)
+	return 0, os.WriteFile(in.Path, []byte("ran"), 0o644)
+})
+
+// pipelinePool is a connected pool on h1, so that calls leave in the order
+// they are submitted (the first one of a new connection travels with the
+// bootstrap, possibly after others).
+func pipelinePool(t *testing.T, cfg remote.PoolConfig) *remote.Pool {
+	t.Helper()
+	cfg.Hosts = []string{"h1"}
+	cfg.MinWarm = -1
+	p, _, _ := newPool(t, cfg)
+	if _, err := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Noop.Name()}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// With Pipeline, many calls run on MaxPerHost workers, each call's output
+// and result its own.
+func TestPipelineKeepsEachCallsOutputAndResult(t *testing.T) {
+	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 2, Pipeline: 40})
+	const n = 300
+	var mu sync.Mutex
+	out := make([][]string, n)
+	runs := make([]*remote.Run, n)
+	for i := range n {
+		runs[i] = p.Submit(context.Background(), remote.Job{Host: "h1", Func: PipeTag.Name(), Data: i,
+			OnOutput: func(l string) { mu.Lock(); out[i] = append(out[i], l); mu.Unlock() },
+			OnError:  func(l string) { mu.Lock(); out[i] = append(out[i], l); mu.Unlock() }})
+	}
+	pids := map[int]bool{}
+	for i, r := range runs {
+		res, err := r.Wait()
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		var sq int
+		if err := res.Decode(&sq); err != nil || sq != i*i {
+			t.Fatalf("call %d: result %d, %v; want %d", i, sq, err, i*i)
+		}
+		pids[res.WorkerPID] = true
+		mu.Lock()
+		got := strings.Join(out[i], "|")
+		mu.Unlock()
+		if want := fmt.Sprintf("tag %d|etag %d", i, i); got != want && got != fmt.Sprintf("etag %d|tag %d", i, i) {
+			t.Errorf("call %d: output %q, want %q", i, got, want)
+		}
+	}
+	if len(pids) > 2 {
+		t.Errorf("%d worker processes ran the calls; MaxPerHost is 2", len(pids))
+	}
+}
+
+// A call beyond MaxPerHost is sent at once and waits on the agent, queued
+// behind the running call on its worker: its Duration (from sending to
+// result) covers the wait, and the same worker runs it.
+func TestPipelineSendsAhead(t *testing.T) {
+	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 1, Pipeline: 1})
+	a := started(t, p, 400)
+	b := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Square.Name(), Data: 7})
+	ra, err := a.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := b.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb.Duration < 300*time.Millisecond {
+		t.Errorf("second call took %v from sending to result; sent ahead, it waits for the first (400 ms)", rb.Duration)
+	}
+	if ra.WorkerPID != rb.WorkerPID {
+		t.Errorf("calls ran in workers %d and %d; MaxPerHost 1 allows one", ra.WorkerPID, rb.WorkerPID)
+	}
+	// Without Pipeline, the second call is sent when the first is done.
+	p2 := pipelinePool(t, remote.PoolConfig{MaxPerHost: 1})
+	a = started(t, p2, 400)
+	b = p2.Submit(context.Background(), remote.Job{Host: "h1", Func: Square.Name(), Data: 7})
+	a.Wait()
+	if rb, err = b.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if rb.Duration >= 300*time.Millisecond {
+		t.Errorf("without Pipeline the second call took %v from sending to result: it was sent before a worker was free", rb.Duration)
+	}
+}
+
+// A worker that dies with a call queued behind its job: the call never
+// started, so it runs on another worker.
+func TestPipelineQueuedCallSurvivesWorkerDeath(t *testing.T) {
+	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 1, Pipeline: 1})
+	pid := make(chan string, 1)
+	a := p.Submit(context.Background(), remote.Job{Host: "h1", Func: PipeDie.Name(), Data: 400,
+		OnOutput: func(l string) { pid <- l }})
+	dead := <-pid
+	b := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Square.Name(), Data: 9})
+	if _, err := a.Wait(); err == nil {
+		t.Fatal("the call whose worker exited succeeded")
+	}
+	rb, err := b.Wait()
+	if err != nil {
+		t.Fatalf("queued call: %v", err)
+	}
+	var sq int
+	if err := rb.Decode(&sq); err != nil || sq != 81 {
+		t.Fatalf("queued call: %d, %v", sq, err)
+	}
+	if rb.Duration < 300*time.Millisecond {
+		t.Errorf("queued call took %v from sending: it was not sent ahead, so this test proves nothing", rb.Duration)
+	}
+	if dead == fmt.Sprintf("pid %d", rb.WorkerPID) {
+		t.Errorf("queued call ran in the worker that exited (%s)", dead)
+	}
+}
+
+// Cancelling calls that wait on the agent: one waiting in the boss never
+// runs; one queued on the busy worker is killed as it starts. The host
+// stays usable.
+func TestPipelineCancelWaitingCalls(t *testing.T) {
+	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 1, Pipeline: 2})
+	dir := t.TempDir()
+	a := started(t, p, 1500)
+	ctx, cancel := context.WithCancel(context.Background())
+	onWorker := filepath.Join(dir, "on-worker")
+	inBoss := filepath.Join(dir, "in-boss")
+	b := p.Submit(ctx, remote.Job{Host: "h1", Func: PipeMark.Name(), Data: MarkIn{Path: onWorker, DelayMS: 300}})
+	big := make([]byte, 64<<10) // above what is queued on a worker
+	rand.Read(big)
+	c := p.Submit(ctx, remote.Job{Host: "h1", Func: PipeMark.Name(), Data: MarkIn{Path: inBoss, Pad: big}})
+	time.Sleep(300 * time.Millisecond) // both reach the agent
+	cancel()
+	for name, r := range map[string]*remote.Run{"queued on the worker": b, "waiting in the boss": c} {
+		if _, err := r.Wait(); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s: err = %v, want context.Canceled", name, err)
+		}
+	}
+	ra, err := a.Wait()
+	if err != nil {
+		t.Fatalf("the running call: %v", err)
+	}
+	d, err := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Echo.Name(), Data: big}).Wait()
+	if err != nil {
+		t.Fatalf("host after the cancels: %v", err)
+	}
+	var back []byte
+	if err := d.Decode(&back); err != nil || !bytes.Equal(back, big) {
+		t.Fatalf("echo after the cancels: %v", err)
+	}
+	if d.WorkerPID == ra.WorkerPID {
+		t.Errorf("the worker that started the cancelled call was not killed (pid %d ran the next call)", d.WorkerPID)
+	}
+	time.Sleep(500 * time.Millisecond) // longer than the killed call's delay
+	for _, f := range []string{onWorker, inBoss} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("cancelled call ran to its end: %s exists", filepath.Base(f))
+		}
+	}
+}
+
+// Large calls, which wait in the boss rather than on a worker, and workers
+// recycled by MaxJobsPerWorker, with Pipeline.
+func TestPipelineLargeCallsAndRecycling(t *testing.T) {
+	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 2, Pipeline: 6, MaxJobsPerWorker: 3})
+	var runs []*remote.Run
+	var inputs [][]byte
+	for i := range 24 {
+		size := 100
+		if i%3 == 0 {
+			size = 300 << 10 // several frames
+		}
+		b := make([]byte, size)
+		rand.Read(b)
+		inputs = append(inputs, b)
+		runs = append(runs, p.Submit(context.Background(), remote.Job{Host: "h1", Func: Echo.Name(), Data: b}))
+	}
+	pids := map[int]bool{}
+	for i, r := range runs {
+		res, err := r.Wait()
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		var back []byte
+		if err := res.Decode(&back); err != nil || !bytes.Equal(back, inputs[i]) {
+			t.Fatalf("call %d: %d bytes back, %v; want its %d", i, len(back), err, len(inputs[i]))
+		}
+		if res.WorkerJobs > 3 {
+			t.Errorf("call %d was job %d of its worker; MaxJobsPerWorker is 3", i, res.WorkerJobs)
+		}
+		pids[res.WorkerPID] = true
+	}
+	if len(pids) < 8 {
+		t.Errorf("24 calls ran in %d workers; with 3 jobs each there must be at least 8", len(pids))
+	}
+}
