@@ -81,3 +81,33 @@ func BenchmarkWarmCallInline(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPipelined keeps 200 no-op calls in flight with Submit and Next,
+// on 4 workers with Pipeline: master allocations per call, and calls/s.
+func BenchmarkPipelined(b *testing.B) {
+	p := benchPool(b, remote.PoolConfig{MaxPerHost: 4, Pipeline: 196})
+	ctx := context.Background()
+	const window = 200
+	b.ReportAllocs()
+	inFlight := 0
+	for b.Loop() {
+		for inFlight < window {
+			p.Submit(ctx, remote.Job{Host: "h1", Func: Noop.Name()})
+			inFlight++
+		}
+		r, err := p.Next(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		inFlight--
+	}
+	for ; inFlight > 0; inFlight-- {
+		if r, err := p.Next(ctx); err == nil {
+			r.Wait()
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+}
