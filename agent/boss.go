@@ -611,7 +611,20 @@ func (b *boss) workerReadLoop(w *bworker) {
 		return
 	}
 	var buf []byte // each frame is written out before the next is read
+	// While the next frame is already buffered, the frame stream is held
+	// (not flushed), so that results that come together leave in one write
+	// and wake sshd once. It is let go before any read that could block.
+	holding := false
+	defer func() {
+		if holding {
+			b.out.Release()
+		}
+	}()
 	for {
+		if holding && !r.FrameBuffered() {
+			b.out.Release()
+			holding = false
+		}
 		f, err := r.ReadFrameReuse(buf)
 		if err != nil {
 			return
@@ -634,6 +647,10 @@ func (b *boss) workerReadLoop(w *bworker) {
 			// The worker is free before the master learns the result, so
 			// that the master's next call finds it idle.
 			b.finish(w, j)
+		}
+		if !holding && r.FrameBuffered() {
+			b.out.Hold()
+			holding = true
 		}
 		b.out.WriteFrame(f)
 	}

@@ -71,6 +71,20 @@ func NewReader(r io.Reader, lim Limits) *Reader {
 // a text preamble before the frames start.
 func (r *Reader) Buffered() *bufio.Reader { return r.r }
 
+// FrameBuffered reports whether a whole frame has already been read into
+// the buffer, so that reading it will not block.
+func (r *Reader) FrameBuffered() bool {
+	n := r.r.Buffered()
+	if n < HeaderLen {
+		return false
+	}
+	hdr, err := r.r.Peek(HeaderLen)
+	if err != nil {
+		return false
+	}
+	return uint64(binary.BigEndian.Uint32(hdr[0:4])) <= uint64(n-HeaderLen)
+}
+
 // ReadFrame reads one frame. Its payload is freshly allocated and owned by the
 // caller. Errors other than io.EOF at a frame boundary are *ProtocolError or
 // the underlying read error wrapped with io.ErrUnexpectedEOF.
@@ -272,6 +286,20 @@ func (w *Writer) releaseLocked() {
 	if w.waiting.Add(-1) == 0 && w.err == nil && w.w.Buffered() > 0 {
 		w.err = w.w.Flush()
 	}
+}
+
+// Hold delays flushing: frames written until the matching Release stay in
+// the buffer (unless it fills), so that a writer who knows more frames are
+// coming sends them in one write. Every Hold must be followed by exactly
+// one Release.
+func (w *Writer) Hold() { w.waiting.Add(1) }
+
+// Release ends a Hold, flushing if no other writer is waiting or holding.
+func (w *Writer) Release() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.releaseLocked()
+	return w.err
 }
 
 // WriteMessage writes the concatenation of parts as one message of kind k

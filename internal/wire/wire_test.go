@@ -261,3 +261,68 @@ func BenchmarkWriteReadCall(b *testing.B) {
 		Decode(f.Kind, f.Payload)
 	}
 }
+
+// countingWriter counts the writes that reach it.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) { c.writes++; return c.Buffer.Write(p) }
+
+func TestWriterHoldBatchesFrames(t *testing.T) {
+	var cw countingWriter
+	w := NewWriter(&cw)
+	w.Hold()
+	for i := range 3 {
+		if err := w.WriteFrame(Frame{Kind: KindStdout, Job: uint32(i + 1), Payload: []byte("line\n")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cw.writes != 0 {
+		t.Fatalf("%d writes while held, want 0", cw.writes)
+	}
+	if err := w.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if cw.writes != 1 {
+		t.Fatalf("%d writes after Release, want 1 for the three frames", cw.writes)
+	}
+	// Not held: each frame is flushed at once.
+	w.WriteFrame(Frame{Kind: KindStdout, Job: 4, Payload: []byte("x")})
+	if cw.writes != 2 {
+		t.Fatalf("%d writes, want 2: an unheld frame is flushed", cw.writes)
+	}
+	r := NewReader(&cw.Buffer, Limits{})
+	for i := range 4 {
+		if _, err := r.ReadFrame(); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+}
+
+func TestReaderFrameBuffered(t *testing.T) {
+	var b bytes.Buffer
+	w := NewWriter(&b)
+	w.WriteFrame(Frame{Kind: KindStdout, Job: 1, Payload: []byte("one")})
+	w.WriteFrame(Frame{Kind: KindStdout, Job: 2, Payload: []byte("two")})
+	whole := b.Bytes()
+	// The second frame cut short by one byte.
+	r := NewReader(bytes.NewReader(whole[:len(whole)-1]), Limits{})
+	if r.FrameBuffered() {
+		t.Error("FrameBuffered before anything was read")
+	}
+	if _, err := r.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	if r.FrameBuffered() {
+		t.Error("FrameBuffered with the next frame incomplete")
+	}
+	r = NewReader(bytes.NewReader(whole), Limits{})
+	if _, err := r.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	if !r.FrameBuffered() {
+		t.Error("not FrameBuffered with the next frame whole in the buffer")
+	}
+}
