@@ -74,13 +74,15 @@ type bworker struct {
 	pipes [2]*os.File
 	// guarded by boss.mu:
 	job *bjob // the job it runs
-	// next is a call written to it while it runs job (pipelining), which
-	// it starts as soon as job's result is sent. Never started before
-	// then, since a worker runs its calls one after another in the order
-	// of its socket: if the worker dies first, next goes to another.
-	next    *bjob
-	jobs    int
-	retired bool
+	// queued are calls written to it while it runs job (pipelining), which
+	// it starts one after another as it sends job's result and theirs.
+	// None has started before the result of the one ahead of it, since a
+	// worker runs its calls in the order of its socket: if the worker dies
+	// first, they go to another.
+	queued      []*bjob
+	queuedBytes int // their frames' payloads
+	jobs        int
+	retired     bool
 
 	crash     []byte        // the runtime's crash output, bounded
 	crashDone chan struct{} // closed when the crash pipe reaches EOF
@@ -331,7 +333,7 @@ func (b *boss) routeCall(f wire.Frame) (kept bool, err error) {
 		b.deliver(ds)
 		return false, nil
 	}
-	w, running, err := b.placeLocked(j.complete && len(f.Payload) <= maxPipelined)
+	w, running, err := b.placeLocked(pipelineSize(j.complete, []wire.Frame{f}))
 	switch {
 	case err != nil:
 		delete(b.jobs, f.Job)
@@ -355,16 +357,24 @@ func (b *boss) routeCall(f wire.Frame) (kept bool, err error) {
 	return false, nil
 }
 
-// maxPipelined bounds a call that may be queued on a busy worker: a write
-// of that size fits in the socket's buffer, so it never waits for the
-// worker to finish its job.
-const maxPipelined = 16 << 10
+// Bounds on the calls queued on one busy worker. A call of at most
+// maxPipelined bytes may be queued there while fewer than maxQueuedPerWorker
+// calls, of at most maxQueuedBytes together, are: well within a Unix
+// socket's buffer, so writing them never waits for the worker to finish its
+// job. Several calls let the worker read, and the boss read back, more than
+// one at a time; each one more is a call that may wait behind a long one.
+const (
+	maxPipelined       = 16 << 10
+	maxQueuedPerWorker = 8
+	maxQueuedBytes     = 64 << 10
+)
 
 // placeLocked picks the worker for a call: an idle one, else a new one
 // while fewer than hello.MaxWorkers run (running is then true); else, when
-// pipelinable, a busy worker with nothing queued behind its job. It returns
+// the call may be queued on a worker (size >= 0, see pipelineSize), the
+// busy worker with the fewest calls queued that has room for it. It returns
 // nil when the call must wait in b.queue. b.mu is held.
-func (b *boss) placeLocked(pipelinable bool) (w *bworker, running bool, err error) {
+func (b *boss) placeLocked(size int) (w *bworker, running bool, err error) {
 	if n := len(b.idle); n > 0 {
 		w = b.idle[n-1]
 		b.idle = b.idle[:n-1]
@@ -374,16 +384,18 @@ func (b *boss) placeLocked(pipelinable bool) (w *bworker, running bool, err erro
 		w, err = b.spawnLocked()
 		return w, true, err
 	}
-	if !pipelinable {
+	if size < 0 {
 		return nil, false, nil
 	}
 	max := b.hello.MaxJobsPerWorker
 	for c := range b.workers {
-		if c.job != nil && c.next == nil && !c.retired && !c.job.canceled && (max <= 0 || c.jobs < max) {
-			return c, false, nil
+		if c.job != nil && len(c.queued) < maxQueuedPerWorker && c.queuedBytes+size <= maxQueuedBytes &&
+			!c.retired && !c.job.canceled && (max <= 0 || c.jobs < max) &&
+			(w == nil || len(c.queued) < len(w.queued)) {
+			w = c
 		}
 	}
-	return nil, false, nil
+	return w, false, nil
 }
 
 // assignLocked gives j to w, to run now or next. b.mu is held.
@@ -394,7 +406,8 @@ func (b *boss) assignLocked(j *bjob, w *bworker, running bool) {
 		w.job = j
 		j.held = nil
 	} else {
-		w.next = j
+		w.queued = append(w.queued, j)
+		w.queuedBytes += j.size()
 	}
 }
 
@@ -418,7 +431,7 @@ func (b *boss) dispatchLocked() []delivery {
 		if !j.complete {
 			break // its frames are still arriving, and go to the queue
 		}
-		w, running, err := b.placeLocked(len(j.held) == 1 && len(j.held[0].Payload) <= maxPipelined)
+		w, running, err := b.placeLocked(pipelineSize(true, j.held))
 		if err == nil && w == nil {
 			break
 		}
@@ -455,6 +468,24 @@ func (b *boss) deliver(ds []delivery) {
 		}
 		d.w.sendMu.Unlock()
 	}
+}
+
+// pipelineSize is the size of a call that may be queued on a busy worker:
+// complete, in one frame of at most maxPipelined bytes; otherwise -1.
+func pipelineSize(complete bool, frames []wire.Frame) int {
+	if !complete || len(frames) != 1 || len(frames[0].Payload) > maxPipelined {
+		return -1
+	}
+	return len(frames[0].Payload)
+}
+
+// size is the payload size of a call kept in held.
+func (j *bjob) size() int {
+	n := 0
+	for _, f := range j.held {
+		n += len(f.Payload)
+	}
+	return n
 }
 
 func cloneFrame(f wire.Frame) wire.Frame {
@@ -669,8 +700,11 @@ func (b *boss) finish(w *bworker, j *bjob) {
 		return
 	}
 	kill := false
-	if nx := w.next; nx != nil {
-		w.next = nil
+	if len(w.queued) > 0 {
+		nx := w.queued[0]
+		w.queued[0] = nil
+		w.queued = w.queued[1:]
+		w.queuedBytes -= nx.size()
 		w.job = nx
 		nx.held = nil
 		kill = nx.canceled
@@ -729,25 +763,29 @@ func (b *boss) reap(w *bworker) {
 	if j != nil {
 		delete(b.jobs, j.id)
 	}
-	// The call queued behind j never started: it goes first to another
-	// worker, or is reported cancelled if it was.
-	var nextCanceled *bjob
-	if nx := w.next; nx != nil && !b.stopping {
-		w.next = nil
-		nx.w = nil
-		if nx.canceled {
-			delete(b.jobs, nx.id)
-			nextCanceled = nx
-		} else {
-			b.queue = slices.Insert(b.queue, 0, nx)
+	// The calls queued behind j never started: they go first, in order, to
+	// other workers, or are reported cancelled if they were.
+	var notStarted []uint32
+	if !b.stopping {
+		var back []*bjob
+		for _, q := range w.queued {
+			q.w = nil
+			if q.canceled {
+				delete(b.jobs, q.id)
+				notStarted = append(notStarted, q.id)
+			} else {
+				back = append(back, q)
+			}
 		}
+		w.queued, w.queuedBytes = nil, 0
+		b.queue = slices.Insert(b.queue, 0, back...)
 	}
 	ds := b.dispatchLocked()
 	stopping := b.stopping
 	b.mu.Unlock()
 	b.deliver(ds)
-	if nextCanceled != nil {
-		b.notStarted(nextCanceled.id)
+	for _, id := range notStarted {
+		b.notStarted(id)
 	}
 	if j == nil || stopping {
 		closeAll(w.pipes[:])

@@ -151,31 +151,36 @@ func TestPipelineSendsAhead(t *testing.T) {
 	}
 }
 
-// A worker that dies with a call queued behind its job: the call never
-// started, so it runs on another worker.
-func TestPipelineQueuedCallSurvivesWorkerDeath(t *testing.T) {
-	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 1, Pipeline: 1})
+// A worker that dies with calls queued behind its job: they never started,
+// so they run on another worker.
+func TestPipelineQueuedCallsSurviveWorkerDeath(t *testing.T) {
+	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 1, Pipeline: 3})
 	pid := make(chan string, 1)
 	a := p.Submit(context.Background(), remote.Job{Host: "h1", Func: PipeDie.Name(), Data: 400,
 		OnOutput: func(l string) { pid <- l }})
 	dead := <-pid
-	b := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Square.Name(), Data: 9})
+	var queued []*remote.Run
+	for n := range 3 {
+		queued = append(queued, p.Submit(context.Background(), remote.Job{Host: "h1", Func: Square.Name(), Data: 9 + n}))
+	}
 	if _, err := a.Wait(); err == nil {
 		t.Fatal("the call whose worker exited succeeded")
 	}
-	rb, err := b.Wait()
-	if err != nil {
-		t.Fatalf("queued call: %v", err)
-	}
-	var sq int
-	if err := rb.Decode(&sq); err != nil || sq != 81 {
-		t.Fatalf("queued call: %d, %v", sq, err)
-	}
-	if rb.Duration < 300*time.Millisecond {
-		t.Errorf("queued call took %v from sending: it was not sent ahead, so this test proves nothing", rb.Duration)
-	}
-	if dead == fmt.Sprintf("pid %d", rb.WorkerPID) {
-		t.Errorf("queued call ran in the worker that exited (%s)", dead)
+	for n, r := range queued {
+		res, err := r.Wait()
+		if err != nil {
+			t.Fatalf("queued call %d: %v", n, err)
+		}
+		var sq int
+		if err := res.Decode(&sq); err != nil || sq != (9+n)*(9+n) {
+			t.Fatalf("queued call %d: %d, %v", n, sq, err)
+		}
+		if res.Duration < 300*time.Millisecond {
+			t.Errorf("queued call %d took %v from sending: it was not sent ahead, so this test proves nothing", n, res.Duration)
+		}
+		if dead == fmt.Sprintf("pid %d", res.WorkerPID) {
+			t.Errorf("queued call %d ran in the worker that exited (%s)", n, dead)
+		}
 	}
 }
 

@@ -46,14 +46,16 @@ type PoolConfig struct {
 	// Pipeline is how many calls beyond MaxPerHost the master keeps sent
 	// to a host, so that its workers go from one call straight to the next
 	// instead of waiting a round trip for the master to send it. At most
-	// MaxPerHost calls still run at once; the others wait on the agent,
-	// each small call (up to 16 KiB of input) possibly queued behind one
-	// running call (larger calls wait for a free worker). For many short calls:
-	// a call queued behind a long one waits for it, although another worker
-	// may free up first. A call cancelled, or timed out, while it waits
-	// on the agent does not start, unless it was queued on a worker: it is
-	// then killed as it starts. Zero means none: a call is sent only when
-	// a worker is free for it.
+	// MaxPerHost calls still run at once; the others wait on the agent:
+	// small calls (up to 16 KiB of input) queued on busy workers, up to 8
+	// behind each running call, larger ones in the agent until a worker is
+	// free. For many short calls: a call queued behind a long one waits for
+	// it, although another worker may free up first. The job's Timeout and
+	// Result.Duration count from when the call is sent, waiting included.
+	// A call cancelled, or timed out, while it waits in the agent does not
+	// start; one queued on a worker is killed, with the worker, as it
+	// starts. Zero means none: a call is sent only when a worker is free
+	// for it.
 	Pipeline int
 	// MinWarm is how many idle workers each host keeps started before any
 	// job, so the first jobs do not wait for a process to start. Zero
