@@ -124,6 +124,10 @@ func TestPipelineSendsAhead(t *testing.T) {
 	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 1, Pipeline: 1})
 	a := started(t, p, 400)
 	b := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Square.Name(), Data: 7})
+	time.Sleep(50 * time.Millisecond) // b is dispatched
+	if hs := p.Stats().Hosts["h1"]; hs.WorkersBusy != 1 || hs.Waiting != 1 {
+		t.Errorf("Stats while one call runs and one waits: WorkersBusy %d, Waiting %d; want 1 and 1", hs.WorkersBusy, hs.Waiting)
+	}
 	ra, err := a.Wait()
 	if err != nil {
 		t.Fatal(err)

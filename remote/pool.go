@@ -440,7 +440,7 @@ func (p *Pool) pickLocked(r *Run, now time.Time) *hostState {
 
 func (p *Pool) setBusyLocked(h *hostState, n int, now time.Time) {
 	dt := now.Sub(h.busySince)
-	h.busyTime += time.Duration(h.busy) * dt
+	h.busyTime += time.Duration(min(h.busy, p.cfg.MaxPerHost)) * dt
 	if h.busy == 0 && h.conn != nil {
 		h.idleTime += dt
 	}

@@ -27,8 +27,12 @@ type HostStats struct {
 	EnvStarts int
 	// WorkersBusy is the number of worker slots in use; WorkersAlive the
 	// workers the agent keeps (busy ones plus warm ones), as far as the
-	// master knows.
+	// master knows. With Pipeline, calls sent beyond MaxPerHost wait on the
+	// agent and are counted in Waiting, not here.
 	WorkersBusy, WorkersAlive int
+	// Waiting counts calls sent to the host that wait there for a worker
+	// (PoolConfig.Pipeline).
+	Waiting int
 	// Utilisation is the share of worker-slot time spent running jobs
 	// since the host connected, between 0 and 1.
 	Utilisation float64
@@ -63,14 +67,15 @@ func (p *Pool) Stats() PoolStats {
 	for _, h := range p.order {
 		hs := HostStats{
 			Submitted: h.st.submitted, Running: h.st.running, Done: h.st.done, Failed: h.st.failed,
-			Retried: h.st.retried, Uploads: h.st.uploads, EnvStarts: h.st.envStarts, WorkersBusy: h.busy, Down: h.down,
+			Retried: h.st.retried, Uploads: h.st.uploads, EnvStarts: h.st.envStarts, Down: h.down,
+			WorkersBusy: min(h.busy, p.cfg.MaxPerHost), Waiting: max(0, h.busy-p.cfg.MaxPerHost),
 		}
 		dt := now.Sub(h.busySince)
-		busy := h.busyTime + time.Duration(h.busy)*dt
+		busy := h.busyTime + time.Duration(min(h.busy, p.cfg.MaxPerHost))*dt
 		idle := h.idleTime
 		if h.conn != nil && h.conn.alive() {
 			hs.Connected = now.Sub(h.connectedAt)
-			hs.WorkersAlive = max(h.busy, p.cfg.MinWarm)
+			hs.WorkersAlive = max(hs.WorkersBusy, p.cfg.MinWarm)
 			if h.busy == 0 {
 				idle += dt
 			}
@@ -86,6 +91,7 @@ func (p *Pool) Stats() PoolStats {
 			hs.LastError = h.lastErr.Error()
 		}
 		t.WorkersBusy += hs.WorkersBusy
+		t.Waiting += hs.Waiting
 		t.WorkersAlive += hs.WorkersAlive
 		t.Idle += hs.Idle
 		st.Hosts[h.name] = hs
