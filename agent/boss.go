@@ -247,7 +247,21 @@ func (b *boss) watch(sigs <-chan os.Signal, stop <-chan struct{}) {
 // is reused; one an Inline job keeps is not.
 func (b *boss) readLoop(r *wire.Reader) error {
 	var buf []byte
+	// Workers with calls kept back while more frames were buffered: they
+	// are written before any read that could block.
+	var batch []*bworker
+	flush := func() {
+		for i, w := range batch {
+			w.flush()
+			batch[i] = nil
+		}
+		batch = batch[:0]
+	}
+	defer flush()
 	for {
+		if len(batch) > 0 && !r.FrameBuffered() {
+			flush()
+		}
 		f, err := r.ReadFrameReuse(buf)
 		if err != nil {
 			return err
@@ -258,7 +272,11 @@ func (b *boss) readLoop(r *wire.Reader) error {
 		b.mu.Unlock()
 		switch f.Kind {
 		case wire.KindCall:
-			kept, err := b.routeCall(f)
+			var bp *[]*bworker
+			if r.FrameBuffered() {
+				bp = &batch
+			}
+			kept, err := b.routeCall(f, bp)
 			if err != nil {
 				b.fail(f.Job, &wire.Error{Kind: wire.ErrKindAgent, Message: err.Error()})
 			}
@@ -294,7 +312,9 @@ func (b *boss) readLoop(r *wire.Reader) error {
 
 // routeCall sends a call frame to the job's worker, assigning one on its
 // first frame, or starts an Inline call, which keeps f's payload (kept).
-func (b *boss) routeCall(f wire.Frame) (kept bool, err error) {
+// With batch, a new call's frame may be kept back (deferLocked) and its
+// worker added to *batch, for the caller to flush.
+func (b *boss) routeCall(f wire.Frame, batch *[]*bworker) (kept bool, err error) {
 	b.mu.Lock()
 	if j := b.jobs[f.Job]; j != nil {
 		w := j.w
@@ -352,7 +372,14 @@ func (b *boss) routeCall(f wire.Frame) (kept bool, err error) {
 	// the order they were assigned (see deliver).
 	w.sendMu.Lock()
 	b.mu.Unlock()
-	w.sendLocked(sendItem{frame: f})
+	if batch != nil && len(f.Payload) <= maxPipelined {
+		w.deferLocked(f)
+		if !slices.Contains(*batch, w) {
+			*batch = append(*batch, w)
+		}
+	} else {
+		w.sendLocked(sendItem{frame: f})
+	}
 	w.sendMu.Unlock()
 	return false, nil
 }
@@ -588,23 +615,53 @@ func (w *bworker) send(it sendItem) {
 	w.sendLocked(it)
 }
 
-// sendLocked is send with w.sendMu held.
+// sendLocked is send with w.sendMu held. Frames that deferLocked kept
+// back go first, in the same write.
 func (w *bworker) sendLocked(it sendItem) {
 	if w.sendClosed {
 		return
 	}
-	var err error
 	if p := it.frame.Payload; len(p) > 4<<10 {
+		w.flushLocked()
+		if w.sendClosed {
+			return
+		}
 		// Header and payload in one writev, the payload not copied.
 		bufs := net.Buffers{wire.AppendHeader(w.sendBuf[:0], it.frame), p}
-		_, err = bufs.WriteTo(w.conn)
-	} else {
-		w.sendBuf = wire.AppendFrame(w.sendBuf[:0], it.frame)
-		_, err = w.io.Write(w.sendBuf)
+		if _, err := bufs.WriteTo(w.conn); err != nil {
+			w.sendClosed = true
+		}
+		return
 	}
-	if err != nil {
-		w.sendClosed = true
+	w.sendBuf = wire.AppendFrame(w.sendBuf, it.frame)
+	w.flushLocked()
+}
+
+// deferLocked keeps a small frame back, to be written with the next ones
+// (flushLocked, or the next sendLocked): the master's reader does so while
+// more of the master's frames are buffered, so that calls for a worker that
+// arrive together reach it in one write. w.sendMu is held.
+func (w *bworker) deferLocked(f wire.Frame) {
+	if !w.sendClosed {
+		w.sendBuf = wire.AppendFrame(w.sendBuf, f)
 	}
+}
+
+// flushLocked writes the frames kept back. w.sendMu is held.
+func (w *bworker) flushLocked() {
+	if len(w.sendBuf) > 0 && !w.sendClosed {
+		if _, err := w.io.Write(w.sendBuf); err != nil {
+			w.sendClosed = true
+		}
+	}
+	w.sendBuf = w.sendBuf[:0]
+}
+
+// flush writes the frames kept back.
+func (w *bworker) flush() {
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	w.flushLocked()
 }
 
 // retire stops sending to the worker: closing our end makes its reader see
@@ -612,6 +669,7 @@ func (w *bworker) sendLocked(it sendItem) {
 func (w *bworker) retire() {
 	w.sendMu.Lock()
 	defer w.sendMu.Unlock()
+	w.flushLocked()
 	if !w.sendClosed {
 		w.sendClosed = true
 		w.conn.CloseWrite()
