@@ -126,7 +126,9 @@ type Option func(*entry)
 //     and reported like any other, but a crash elsewhere takes the whole
 //     agent, and every job on the host, down;
 //   - honour ctx: a timeout or cancellation cancels ctx, but nothing can be
-//     killed.
+//     killed;
+//   - are short: the boss runs on one processor (GOMAXPROCS 1), which its
+//     inline calls share with the routing of every job on the host.
 //
 // Callbacks and callback.Logger work as in a worker.
 func Inline() Option { return func(e *entry) { e.inline = true } }
