@@ -378,6 +378,9 @@ func (e *env) callFigures(pp params) {
 	e.add(f)
 }
 
+// oneProcNote explains the rows measured with the master at GOMAXPROCS 1.
+const oneProcNote = "\"The master at GOMAXPROCS 1\" rows run the same calls with benchlab's process limited to one processor (runtime.GOMAXPROCS(1)): for sequential calls in blocks interleaved with the default rows, for pipelined calls right after the other configurations, with the best of them. Here the master shares 2 cores with sshd and the agent; after each goroutine hand-off the Go scheduler wakes an idle thread that spins looking for work, taking CPU that sshd and the agent need at that moment. A master on a machine of its own does not compete so; toworker leaves GOMAXPROCS to the program that uses it (the agent's boss runs at 1)."
+
 func (e *env) warmSeq(f *Figure, pp params) {
 	p, err := e.newPool(remote.PoolConfig{Hosts: []string{"h1"}})
 	if err != nil {
@@ -396,7 +399,7 @@ func (e *env) warmSeq(f *Figure, pp params) {
 		defer stop()
 		e.ssh("-o", "ControlPath="+sock, "h1", "true") // warm-up
 	}
-	var calls, inline, mux []float64
+	var calls, inline, oneProc, mux []float64
 	var mallocs, bytesAlloc uint64
 	cpuSum := cpuSnap{}
 	per := max(1, pp.warmCalls/pp.warmBlocks)
@@ -437,6 +440,18 @@ func (e *env) warmSeq(f *Figure, pp params) {
 				}
 				inline = append(inline, ms(time.Since(t0)))
 			}
+			// The worker no-op again with this process on one processor.
+			prev := runtime.GOMAXPROCS(1)
+			for range per {
+				t0 := time.Now()
+				if err := e.noop(p, "h1"); err != nil {
+					runtime.GOMAXPROCS(prev)
+					e.fail(f, "CallOn, GOMAXPROCS 1", err)
+					return
+				}
+				oneProc = append(oneProc, ms(time.Since(t0)))
+			}
+			runtime.GOMAXPROCS(prev)
 		}
 	})
 	muxV := Variant{Name: "`ssh h1 true` over a ControlMaster", Role: "baseline", Stat: summarize(mux, false)}
@@ -444,7 +459,9 @@ func (e *env) warmSeq(f *Figure, pp params) {
 		muxV.Note = cmErr.Error()
 	}
 	f.Variants = append(f.Variants, muxV, Variant{Name: "CallOn(noop), pool connected", Role: "toworker", Stat: summarize(calls, true)},
-		Variant{Name: "CallOn(inline noop: agent.Inline), pool connected", Role: "reference", Stat: summarize(inline, true)})
+		Variant{Name: "CallOn(inline noop: agent.Inline), pool connected", Role: "reference", Stat: summarize(inline, true)},
+		Variant{Name: "CallOn(noop), the master at GOMAXPROCS 1", Role: "reference", Stat: summarize(oneProc, true)})
+	f.addNote(oneProcNote)
 	if n := len(calls); n > 0 {
 		f.Extra = map[string]any{"master_allocs_per_call": float64(mallocs) / float64(n), "master_bytes_per_call": float64(bytesAlloc) / float64(n)}
 		f.addNote(fmt.Sprintf("The master allocates %.0f objects, %.0f bytes per call (runtime.MemStats).", float64(mallocs)/float64(n), float64(bytesAlloc)/float64(n)))
@@ -585,18 +602,17 @@ func (e *env) pipelined(f *Figure, pp params) {
 		note    string
 		workers int
 	}
-	var all []res
-	for _, pc := range pp.pipeConfigs {
+	measure := func(pc pipeConfig) (res, bool) {
 		p, err := e.newPool(remote.PoolConfig{Hosts: []string{"h1"}, MaxPerHost: pc.mph, Pipeline: pc.pipe})
 		if err != nil {
 			e.fail(f, "NewPool", err)
-			return
+			return res{}, false
 		}
+		defer p.Close()
 		r := res{cfg: pc}
 		if _, err := e.window(p, pp.pipeWindow, 2*pp.pipeWindow); err != nil {
 			e.fail(f, "warm-up, "+pc.String(), err)
-			p.Close()
-			return
+			return res{}, false
 		}
 		c0 := e.cpuSnapshot()
 		for range pp.pipeRounds {
@@ -613,7 +629,14 @@ func (e *env) pipelined(f *Figure, pp params) {
 			r.workers = len(workers)
 			r.note += fmt.Sprintf(" Worker processes on the host after the run: %d.", r.workers)
 		}
-		p.Close()
+		return r, true
+	}
+	var all []res
+	for _, pc := range pp.pipeConfigs {
+		r, ok := measure(pc)
+		if !ok {
+			return
+		}
 		all = append(all, r)
 	}
 	best := -1
@@ -630,6 +653,16 @@ func (e *env) pipelined(f *Figure, pp params) {
 		}
 		f.Variants = append(f.Variants, Variant{Name: fmt.Sprintf("Submit/Next, %d in flight, %s (%d workers)", pp.pipeWindow, r.cfg, r.workers), Role: role, Stat: summarize(r.rates, false)})
 		tried = append(tried, r.cfg.String())
+	}
+	// The best configuration again, with this process on one processor.
+	if best >= 0 {
+		prev := runtime.GOMAXPROCS(1)
+		r, ok := measure(all[best].cfg)
+		runtime.GOMAXPROCS(prev)
+		if ok {
+			f.Variants = append(f.Variants, Variant{Name: fmt.Sprintf("Submit/Next, %d in flight, %s, the master at GOMAXPROCS 1", pp.pipeWindow, r.cfg), Role: "reference", Stat: summarize(r.rates, false)})
+			f.addNote(oneProcNote)
+		}
 	}
 	// The same no-op registered agent.Inline(): it runs in the boss, so all
 	// the calls in flight run at once (MaxPerHost = the window).
