@@ -334,7 +334,7 @@ func (p *Pool) submit(ctx context.Context, job Job, sync bool) *Run {
 	}
 	p.mu.Unlock()
 	if h != nil {
-		p.execute(r, h)
+		p.execute(r, h, nil)
 		p.wg.Done()
 	}
 	return r
@@ -473,8 +473,10 @@ func (p *Pool) runner(t task) {
 	defer p.wg.Done()
 	idle := time.NewTimer(runnerIdle)
 	defer idle.Stop()
+	timeout := time.NewTimer(time.Hour) // each attempt's, reset for it
+	timeout.Stop()
 	for {
-		p.execute(t.r, t.h)
+		p.execute(t.r, t.h, timeout)
 		idle.Reset(runnerIdle)
 		select {
 		case t = <-p.tasks:
@@ -487,7 +489,7 @@ func (p *Pool) runner(t task) {
 }
 
 // execute runs one attempt of r on h and records its outcome.
-func (p *Pool) execute(r *Run, h *hostState) {
+func (p *Pool) execute(r *Run, h *hostState, timer *time.Timer) {
 	timeout := p.cfg.Timeout
 	if r.job.Timeout != 0 {
 		timeout = r.job.Timeout
@@ -503,7 +505,7 @@ func (p *Pool) execute(r *Run, h *hostState) {
 	if err != nil {
 		o.failure = err
 	} else {
-		o = a.exec(c, call, timeout)
+		o = a.exec(c, call, timeout, timer)
 	}
 	p.attemptDone(r, h, c, o)
 }
