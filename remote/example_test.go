@@ -77,3 +77,38 @@ func ExampleNewPool() {
 	fmt.Println("sum of squares:", sum)
 	// Output: sum of squares: 285
 }
+
+// Many short calls to one host, pipelined: the master keeps 64 calls sent,
+// two workers run them, and each worker finds its next call waiting when
+// it sends a result.
+func ExamplePoolConfig_pipeline() {
+	pool, err := remote.NewPool(context.Background(), remote.PoolConfig{
+		Hosts:      []string{"h1"},
+		MaxPerHost: 2,
+		Pipeline:   62,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer pool.Close()
+	runs := make([]*remote.Run, 1000)
+	for i := range runs {
+		runs[i] = pool.Submit(context.Background(), remote.Job{Func: Square.Name(), Data: i})
+	}
+	sum := 0
+	for _, run := range runs {
+		var sq int
+		res, err := run.Wait()
+		if err == nil {
+			err = res.Decode(&sq)
+		}
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		sum += sq
+	}
+	fmt.Println("sum of squares:", sum)
+	// Output: sum of squares: 332833500
+}
