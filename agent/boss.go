@@ -81,7 +81,8 @@ type bworker struct {
 	// worker runs its calls in the order of its socket: if the worker dies
 	// first, they go to another.
 	queued      []*bjob
-	queuedBytes int // their frames' payloads
+	queuedBytes int   // their frames' payloads
+	gate        *gate // the start gate shared with the worker; nil without
 	jobs        int
 	retired     bool
 
@@ -575,11 +576,25 @@ func (b *boss) spawnLocked() (*bworker, error) {
 	cmd := exec.Command(b.exe, agentFlag, "worker")
 	cmd.Stdout, cmd.Stderr = pw[0], pw[1]
 	cmd.ExtraFiles = []*os.File{theirs, crashW, pr[0], pr[1]} // fds 3, 4, 5, 6
+	// The start gate, fd 7 (see startgate.go). Without one (no shared
+	// memory), a call cancelled while queued on the worker is killed with
+	// the worker as it starts.
+	var g *gate
+	if gf, gerr := newGateFile(); gerr == nil {
+		if g, gerr = mapGate(gf); gerr == nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, gf)
+		}
+		defer gf.Close()
+	}
 	cmd.SysProcAttr = workerSysProcAttr()
 	err = cmd.Start()
 	theirs.Close()
 	crashW.Close()
 	closeAll(pw[:])
+	if err != nil {
+		g.unmap()
+		g = nil
+	}
 	if err != nil {
 		mine.Close()
 		crashR.Close()
@@ -593,10 +608,11 @@ func (b *boss) spawnLocked() (*bworker, error) {
 		cmd.Wait()
 		crashR.Close()
 		closeAll(pr[:])
+		g.unmap()
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	w := &bworker{
-		cmd: cmd, pid: cmd.Process.Pid, conn: nc.(*net.UnixConn), io: rawio.New(nc.(*net.UnixConn)), pipes: pr,
+		cmd: cmd, pid: cmd.Process.Pid, conn: nc.(*net.UnixConn), io: rawio.New(nc.(*net.UnixConn)), pipes: pr, gate: g,
 		crashDone: make(chan struct{}),
 		readDone:  make(chan struct{}),
 	}
@@ -759,6 +775,9 @@ func (b *boss) finish(w *bworker, j *bjob) {
 	b.mu.Lock()
 	delete(b.jobs, j.id)
 	w.job = nil
+	if w.gate != nil && j.canceled {
+		w.gate.clear(j.id)
+	}
 	if b.stopping || w.retired {
 		b.mu.Unlock()
 		return
@@ -771,7 +790,7 @@ func (b *boss) finish(w *bworker, j *bjob) {
 		w.queuedBytes -= nx.size()
 		w.job = nx
 		nx.held = nil
-		kill = nx.canceled
+		kill = nx.canceled && w.gate == nil // with a gate, the worker skips it
 	} else if max := b.hello.MaxJobsPerWorker; max > 0 && w.jobs >= max {
 		w.retired = true
 		w.retire()
@@ -823,6 +842,8 @@ func (b *boss) reap(w *bworker) {
 		w.retired = true
 		w.retire()
 	}
+	w.gate.unmap() // the worker is gone; cancel finds no gate under b.mu
+	w.gate = nil
 	canceled := j != nil && j.canceled
 	if j != nil {
 		delete(b.jobs, j.id)
@@ -971,8 +992,21 @@ func (b *boss) cancel(id uint32) {
 		b.notStarted(id)
 		return
 	}
+	if g := j.w.gate; g != nil {
+		if running, ok := g.cancel(id); ok {
+			pid := j.w.pid
+			b.mu.Unlock()
+			// Not running: the worker skips it, and reports so, or it has
+			// returned already.
+			if running {
+				syscall.Kill(-pid, syscall.SIGKILL)
+			}
+			return
+		}
+	}
 	if j.w.job != j {
-		// Queued on a busy worker: killed as it starts (see finish).
+		// Queued on a busy worker with no gate: killed as it starts (see
+		// finish).
 		b.mu.Unlock()
 		return
 	}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -23,4 +24,13 @@ func waitNoReap(pid int) {
 // cloexecSocketpair makes a Unix stream socket pair, closed on exec.
 func cloexecSocketpair() ([2]int, error) {
 	return unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+}
+
+// sharedMemFile returns an anonymous file in memory, closed on exec.
+func sharedMemFile(name string) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }

@@ -2,7 +2,10 @@
 
 package agent
 
-import "syscall"
+import (
+	"os"
+	"syscall"
+)
 
 // workerSysProcAttr puts each worker in a process group of its own.
 func workerSysProcAttr() *syscall.SysProcAttr {
@@ -26,4 +29,14 @@ func cloexecSocketpair() ([2]int, error) {
 	syscall.CloseOnExec(fds[0])
 	syscall.CloseOnExec(fds[1])
 	return fds, nil
+}
+
+// sharedMemFile returns an unlinked temporary file.
+func sharedMemFile(name string) (*os.File, error) {
+	f, err := os.CreateTemp("", name+"-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	return f, nil
 }

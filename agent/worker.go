@@ -33,6 +33,7 @@ type worker struct {
 	out  *capture
 	host string
 	jobs int
+	gate *gate // shared with the boss; nil without
 
 	// The socket has no reader goroutine of its own: whoever holds readTok
 	// reads it — the main loop between jobs, or a callback waiting for its
@@ -91,6 +92,13 @@ func serveWorker() error {
 		return fmt.Errorf("worker: first message is %s, not hello (%v)", f.Kind, err)
 	}
 	wk.host = hello.Host
+	syscall.CloseOnExec(workerGateFD)
+	if f := os.NewFile(workerGateFD, "gate"); f != nil {
+		if g, err := mapGate(f); err == nil { // no fd 7: the boss has no gate
+			wk.gate = g
+		}
+		f.Close()
+	}
 	if err := wk.w.WriteValue(wire.KindHello, 0, &wire.Hello{Version: wire.Version, Role: "worker", PID: os.Getpid()}); err != nil {
 		return err
 	}
@@ -104,7 +112,23 @@ func serveWorker() error {
 			return nil
 		}
 		wk.jobs++
+		if wk.gate != nil {
+			switch wk.gate.begin(c.job) {
+			case gateSkip:
+				res := &wire.Result{Err: &wire.Error{Kind: wire.ErrKindCanceled, Message: "job cancelled before it started"},
+					WorkerPID: os.Getpid(), WorkerJobs: wk.jobs}
+				if err := wk.w.WriteValue(wire.KindResult, c.job, res); err != nil {
+					return err
+				}
+				continue
+			case gateDying:
+				awaitKill()
+			}
+		}
 		res := wk.runJob(c, initErr)
+		if wk.gate != nil && wk.gate.end(c.job) == gateDying {
+			awaitKill()
+		}
 		res.WorkerPID = os.Getpid()
 		res.WorkerJobs = wk.jobs
 		if err := wk.w.WriteValue(wire.KindResult, c.job, res); err != nil {
@@ -113,6 +137,14 @@ func serveWorker() error {
 		if initErr != nil {
 			return errors.New(initErr.Message)
 		}
+	}
+}
+
+// awaitKill waits for the boss's SIGKILL, which the start gate said is on
+// its way: the worker must start nothing more.
+func awaitKill() {
+	for {
+		time.Sleep(time.Hour)
 	}
 }
 

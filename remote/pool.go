@@ -52,8 +52,7 @@ type PoolConfig struct {
 	// free. For many short calls: a call queued behind a long one waits for
 	// it, although another worker may free up first. The job's Timeout and
 	// Result.Duration count from when the call is sent, waiting included.
-	// A call cancelled, or timed out, while it waits in the agent does not
-	// start; one queued on a worker is killed, with the worker, as it
+	// A call cancelled, or timed out, while it waits on the agent never
 	// starts. Zero means none: a call is sent only when a worker is free
 	// for it.
 	Pipeline int
