@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/toworker/toworker/internal/wire"
@@ -55,6 +56,9 @@ type attempt struct {
 	stopped bool // guarded by hmu
 
 	lines [2][]byte // partial stdout, stderr lines; owned by the attempt goroutine
+
+	// hostInFlight is the host's count of calls sent or about to be.
+	hostInFlight *atomic.Int32
 
 	// abandoned: the attempt stopped waiting for the connection it asked
 	// to be dialled (its deadline passed); guarded by pool.mu.

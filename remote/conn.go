@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -402,7 +403,22 @@ func (c *hostConn) start(a *attempt, call *wire.Call) error {
 	if err := c.register(a); err != nil {
 		return err
 	}
-	if err := c.w.WriteMessage(wire.KindCall, a.id, head, call.Data, call.DataTail); err != nil {
+	// With other calls to this host in flight (pipelined load), this one
+	// waits in the writer's buffer while its goroutine yields once, so
+	// that the calls other goroutines are about to send leave with it, in
+	// one SSH packet and one TCP write. A lone call is written at once.
+	others := a.hostInFlight != nil && a.hostInFlight.Load() > 1
+	if others {
+		c.w.Hold()
+	}
+	err = c.w.WriteMessage(wire.KindCall, a.id, head, call.Data, call.DataTail)
+	if others {
+		runtime.Gosched()
+		if rerr := c.w.Release(); err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
 		c.mu.Lock()
 		delete(c.pending, a.id)
 		c.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/toworker/toworker/internal/sshdial"
@@ -234,6 +235,9 @@ func newPool(ctx context.Context, cfg PoolConfig, dynamic bool) (*Pool, error) {
 // hostState is the pool's view of one host.
 type hostState struct {
 	name string
+	// inFlight mirrors busy, for readers without Pool.mu: calls sent or
+	// about to be sent to the host.
+	inFlight atomic.Int32
 
 	// guarded by Pool.mu:
 	conn        *hostConn
@@ -444,6 +448,7 @@ func (p *Pool) setBusyLocked(h *hostState, n int, now time.Time) {
 		h.idleTime += dt
 	}
 	h.busy = n
+	h.inFlight.Store(int32(n))
 	h.busySince = now
 }
 
@@ -495,6 +500,7 @@ func (p *Pool) execute(r *Run, h *hostState, timer *time.Timer) {
 	}
 	var o outcome
 	a := newAttempt(p, r, h.name)
+	a.hostInFlight = &h.inFlight
 	call := a.call(timeout)
 	var deadline time.Time
 	if timeout > 0 {
