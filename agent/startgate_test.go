@@ -5,21 +5,28 @@ import (
 	"testing"
 )
 
+// testGate maps a new start gate for one test.
+func testGate(t *testing.T) *gate {
+	t.Helper()
+	f, err := newGateFile()
+	if err != nil {
+		t.Fatalf("no shared memory for a start gate: %v", err)
+	}
+	defer f.Close() // the mapping stays
+	g, err := mapGate(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.unmap)
+	return g
+}
+
 // The start gate's two sides, racing: a call the boss finds running is never
 // finished or skipped by the worker, which learns it is being killed; a call
 // the boss does not find running is never one the worker thinks is being
 // killed.
 func TestGateCancelRacesWorker(t *testing.T) {
-	f, err := newGateFile()
-	if err != nil {
-		t.Fatalf("no shared memory for a start gate: %v", err)
-	}
-	defer f.Close()
-	g, err := mapGate(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.unmap()
+	g := testGate(t)
 	counts := map[string]int{}
 	for id := uint32(1); id <= 20000; id++ {
 		var running, marked bool
@@ -69,16 +76,7 @@ func TestGateCancelRacesWorker(t *testing.T) {
 
 // Marks are freed by clear, so a worker's gate serves any number of calls.
 func TestGateMarksAreReused(t *testing.T) {
-	f, err := newGateFile()
-	if err != nil {
-		t.Fatalf("no shared memory for a start gate: %v", err)
-	}
-	defer f.Close()
-	g, err := mapGate(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.unmap()
+	g := testGate(t)
 	for id := uint32(1); id <= 3*gateMarks; id++ {
 		if running, ok := g.cancel(id); !ok || running {
 			t.Fatalf("cancel %d: running %v, ok %v; want a free mark, not running", id, running, ok)
