@@ -330,3 +330,41 @@ func TestPipelineMixedFaults(t *testing.T) {
 		t.Fatalf("host after the mix: %v", err)
 	}
 }
+
+// Callbacks of pipelined calls reach the master and their replies the
+// right call, while other calls wait queued behind them.
+func TestPipelineCallbacks(t *testing.T) {
+	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 2, Pipeline: 18})
+	var mu sync.Mutex
+	progress := map[int]int{}
+	var runs []*remote.Run
+	for i := range 40 {
+		runs = append(runs, p.Submit(context.Background(), remote.Job{Host: "h1", Func: Count.Name(),
+			Data: CountIn{Words: []string{fmt.Sprint(i)}}, OnOutput: func(string) {}, OnError: func(string) {},
+			Callbacks: map[string]remote.Callback{"progress": func(ctx context.Context, req remote.CallbackRequest) (any, error) {
+				mu.Lock()
+				progress[i]++
+				mu.Unlock()
+				return fmt.Sprintf("ack %d", i), nil
+			}}}))
+	}
+	for i, r := range runs {
+		res, err := r.Wait()
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		var out CountOut
+		if err := res.Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("ack %d", i)
+		if len(out.Acks) != 2 || out.Acks[0] != want || out.Acks[1] != want {
+			t.Errorf("call %d got replies %q, want two %q", i, out.Acks, want)
+		}
+	}
+	for i := range runs {
+		if progress[i] != 2 {
+			t.Errorf("call %d: %d callbacks, want 2", i, progress[i])
+		}
+	}
+}
