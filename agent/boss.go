@@ -45,10 +45,13 @@ type boss struct {
 	workers map[*bworker]struct{}
 	idle    []*bworker
 	jobs    map[uint32]*bjob
-	// queue holds, in order, calls that wait for a worker because
-	// hello.MaxWorkers are started and none can take them.
+	// queue holds, in order, calls that wait because hello.MaxWorkers
+	// jobs run and no worker can take them: worker calls and, with
+	// MaxWorkers, Inline calls.
 	queue  []*bjob
 	inline map[uint32]*inlineJob // running Inline calls
+	// inlineRunning is len(inline), counted against hello.MaxWorkers.
+	inlineRunning int
 	// inlineWG counts Inline calls' goroutines: waited for at exit, but
 	// only so long, since a function may ignore its cancelled context.
 	inlineWG sync.WaitGroup
@@ -102,6 +105,11 @@ type bjob struct {
 	// says its last frame has arrived. Guarded by boss.mu.
 	held     []wire.Frame
 	complete bool
+	// inline is the Inline function of a call that waits in boss.queue
+	// for a slot, to run in the boss: held has its one frame, and call
+	// is decoded from it. Nil for calls that workers run.
+	inline   *entry
+	call     *wire.Call
 	canceled bool // guarded by boss.mu
 	resulted bool // guarded by boss.mu: the worker began sending the result
 	// stderr watches the job's stderr, forwarded or drained, for a fatal

@@ -40,10 +40,33 @@ func (b *boss) routeCall(f wire.Frame, batch *[]*bworker) (kept bool, err error)
 		return false, errors.New("agent is stopping")
 	}
 	b.mu.Unlock()
-	if b.startInline(f) {
-		return true, nil
-	}
+	call, e, isInline := inlineCall(f)
 	b.mu.Lock()
+	if isInline {
+		if b.stopping {
+			b.mu.Unlock()
+			return false, errors.New("agent is stopping")
+		}
+		if b.hello.MaxWorkers <= 0 || (len(b.queue) == 0 && b.slotFreeLocked()) {
+			ij := b.startInlineLocked(f.Job)
+			b.mu.Unlock()
+			b.runInline(ij, call, e)
+			return true, nil
+		}
+		// MaxWorkers jobs run (with Pipeline, the master sends more):
+		// wait in order, from a copy, since call refers to f.
+		j := &bjob{id: f.Job, complete: true, held: []wire.Frame{cloneFrame(f)}, inline: e}
+		v, err := wire.Decode(f.Kind, j.held[0].Payload)
+		if err != nil {
+			b.mu.Unlock()
+			return false, err
+		}
+		j.call = v.(*wire.Call)
+		b.jobs[f.Job] = j
+		b.queue = append(b.queue, j)
+		b.mu.Unlock()
+		return false, nil
+	}
 	j := &bjob{id: f.Job, complete: !f.More}
 	b.jobs[f.Job] = j
 	if len(b.queue) > 0 {
@@ -104,12 +127,13 @@ const (
 // busy worker with the fewest calls queued that has room for it. It returns
 // nil when the call must wait in b.queue. b.mu is held.
 func (b *boss) placeLocked(size int) (w *bworker, running bool, err error) {
-	if n := len(b.idle); n > 0 {
+	free := b.slotFreeLocked()
+	if n := len(b.idle); n > 0 && free {
 		w = b.idle[n-1]
 		b.idle = b.idle[:n-1]
 		return w, true, nil
 	}
-	if b.hello.MaxWorkers <= 0 || len(b.workers) < b.hello.MaxWorkers {
+	if b.hello.MaxWorkers <= 0 || (len(b.workers) < b.hello.MaxWorkers && free) {
 		w, err = b.spawnLocked()
 		return w, true, err
 	}
@@ -125,6 +149,15 @@ func (b *boss) placeLocked(size int) (w *bworker, running bool, err error) {
 		}
 	}
 	return w, false, nil
+}
+
+// slotFreeLocked reports whether one more job may start: fewer than
+// hello.MaxWorkers run, counting workers that are not idle (those retiring
+// included, until reaped) and Inline calls. Always true without
+// MaxWorkers, when the master sends no more than that. b.mu is held.
+func (b *boss) slotFreeLocked() bool {
+	max := b.hello.MaxWorkers
+	return max <= 0 || len(b.workers)-len(b.idle)+b.inlineRunning < max
 }
 
 // assignLocked gives j to w, to run now or next. b.mu is held.
@@ -148,6 +181,8 @@ type delivery struct {
 	frames []wire.Frame
 	fail   *bjob // or a queued call that cannot start: reported failed
 	err    error
+	inline *inlineJob // or an Inline call to run, registered as running
+	call   *bjob      // inline's
 }
 
 // dispatchLocked assigns the calls waiting in b.queue, in order, to the
@@ -159,6 +194,16 @@ func (b *boss) dispatchLocked() []delivery {
 		j := b.queue[0]
 		if !j.complete {
 			break // its frames are still arriving, and go to the queue
+		}
+		if j.inline != nil {
+			if !b.slotFreeLocked() {
+				break
+			}
+			b.queue[0] = nil
+			b.queue = b.queue[1:]
+			delete(b.jobs, j.id)
+			ds = append(ds, delivery{inline: b.startInlineLocked(j.id), call: j})
+			continue
 		}
 		w, running, err := b.placeLocked(pipelineSize(true, j.held))
 		if err == nil && w == nil {
@@ -188,6 +233,10 @@ func (b *boss) dispatchLocked() []delivery {
 // could not start. b.mu is not held.
 func (b *boss) deliver(ds []delivery) {
 	for _, d := range ds {
+		if d.inline != nil {
+			b.runInline(d.inline, d.call.call, d.call.inline)
+			continue
+		}
 		if d.fail != nil {
 			b.fail(d.fail.id, &wire.Error{Kind: wire.ErrKindAgent, Message: d.err.Error()})
 			continue

@@ -16,6 +16,7 @@ import (
 type inlineJob struct {
 	b      *boss
 	id     uint32
+	ctx    context.Context // the job's; cancelled by cancel
 	cancel context.CancelFunc
 	dir    string // the job's Chdir, for functions that take it themselves
 
@@ -25,36 +26,43 @@ type inlineJob struct {
 	log     *slog.Logger
 }
 
-// startInline runs call in a goroutine of the boss. It reports false when
-// the call is not for an Inline function (or cannot be read here), and the
-// caller routes it to a worker as usual.
-func (b *boss) startInline(f wire.Frame) bool {
+// inlineCall decodes f when it is a whole call of an Inline function.
+// It reports false for any other frame, which goes to a worker as usual.
+// The call may refer to f's payload.
+func inlineCall(f wire.Frame) (*wire.Call, *entry, bool) {
 	if f.More {
-		return false // a large call: workers take it
+		return nil, nil, false // a large call: workers take it
 	}
 	v, err := wire.Decode(f.Kind, f.Payload)
 	if err != nil {
-		return false
+		return nil, nil, false
 	}
 	call := v.(*wire.Call)
 	e, ok := lookup(call.Func)
 	if !ok || !e.inline {
-		return false
+		return nil, nil, false
 	}
+	return call, e, true
+}
+
+// startInlineLocked registers an Inline call as running; runInline then
+// runs it. b.mu is held, so that a cancel finds the job in b.jobs (queued)
+// or in b.inline (running), never in neither.
+func (b *boss) startInlineLocked(id uint32) *inlineJob {
 	ctx, cancel := context.WithCancel(context.Background())
-	j := &inlineJob{b: b, id: f.Job, cancel: cancel, pending: make(map[uint64]chan *wire.CallbackReply)}
-	b.mu.Lock()
-	if b.stopping {
-		b.mu.Unlock()
-		cancel()
-		return false
-	}
-	b.inline[f.Job] = j
+	j := &inlineJob{b: b, id: id, ctx: ctx, cancel: cancel, pending: make(map[uint64]chan *wire.CallbackReply)}
+	b.inline[id] = j
+	b.inlineRunning++
 	b.inlineWG.Add(1)
-	b.mu.Unlock()
+	return j
+}
+
+// runInline runs call for j in a goroutine of the boss, and then starts
+// the calls that waited for its slot (hello.MaxWorkers).
+func (b *boss) runInline(j *inlineJob, call *wire.Call, e *entry) {
 	go func() {
 		defer b.inlineWG.Done()
-		defer cancel()
+		defer j.cancel()
 		res := &wire.Result{WorkerPID: os.Getpid()}
 		if call.Chdir != "" && e.ownDir {
 			j.dir = expandHome(call.Chdir)
@@ -64,19 +72,21 @@ func (b *boss) startInline(f wire.Frame) bool {
 				}
 				res.Err = &wire.Error{Kind: wire.ErrKindChdir, Message: err.Error()}
 			} else {
-				res.Data, res.DataTail, res.Err = invoke(jobctx.With(ctx, j), e, call.Data)
+				res.Data, res.DataTail, res.Err = invoke(jobctx.With(j.ctx, j), e, call.Data)
 			}
 		} else if call.Chdir != "" {
 			res.Err = &wire.Error{Kind: wire.ErrKindChdir, Message: fmt.Sprintf("%s is an Inline function: it runs in the agent itself and cannot change directory to %s", call.Func, call.Chdir)}
 		} else {
-			res.Data, res.DataTail, res.Err = invoke(jobctx.With(ctx, j), e, call.Data)
+			res.Data, res.DataTail, res.Err = invoke(jobctx.With(j.ctx, j), e, call.Data)
 		}
 		b.mu.Lock()
-		delete(b.inline, f.Job)
+		delete(b.inline, j.id)
+		b.inlineRunning--
+		ds := b.dispatchLocked()
 		b.mu.Unlock()
-		b.out.WriteValue(wire.KindResult, f.Job, res)
+		b.deliver(ds)
+		b.out.WriteValue(wire.KindResult, j.id, res)
 	}()
-	return true
 }
 
 // inlineJob returns the running inline job id, if any.

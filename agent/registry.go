@@ -45,9 +45,7 @@ type entry struct {
 	ownDir bool
 	inType reflect.Type
 	// call decodes data into the input type, runs the function, and encodes
-	// its output.
-	// call decodes data, runs the function and encodes its output in the
-	// two pieces of wire.EncodeData.
+	// its output in the two pieces of wire.EncodeData.
 	call func(ctx context.Context, data []byte) (head, tail []byte, err error)
 }
 
@@ -129,6 +127,10 @@ type Option func(*entry)
 //     killed;
 //   - are short: the boss runs on one processor (GOMAXPROCS 1), which its
 //     inline calls share with the routing of every job on the host.
+//
+// Inline calls count as the host's jobs: with remote.PoolConfig.Pipeline,
+// at most MaxPerHost jobs run at once, inline or in workers, and the rest
+// wait in the agent.
 //
 // Callbacks and callback.Logger work as in a worker.
 func Inline() Option { return func(e *entry) { e.inline = true } }

@@ -2,6 +2,7 @@ package remote_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -62,11 +64,17 @@ type MarkIn struct {
 	Pad     []byte // makes the call large enough not to be queued on a worker
 }
 
-// PipeMark waits DelayMS, then creates Path: proof that it ran that long.
-var PipeMark = agent.Register("test.pipemark", func(ctx context.Context, in MarkIn) (int, error) {
+// mark waits DelayMS, then creates Path: proof that it ran that long.
+func mark(ctx context.Context, in MarkIn) (int, error) {
 	time.Sleep(time.Duration(in.DelayMS) * time.Millisecond)
 	return 0, os.WriteFile(in.Path, []byte("ran"), 0o644)
-})
+}
+
+// PipeMark runs mark in a worker, InlineMark in the boss (agent.Inline).
+var (
+	PipeMark   = agent.Register("test.pipemark", mark)
+	InlineMark = agent.Register("test.inlinemark", mark, agent.Inline())
+)
 
 // pipelinePool is a connected pool on h1, so that calls leave in the order
 // they are submitted (the first one of a new connection travels with the
@@ -189,12 +197,13 @@ func TestPipelineQueuedCallsSurviveWorkerDeath(t *testing.T) {
 	}
 }
 
-// Cancelling calls that wait on the agent: neither the one waiting in the
-// boss nor the one queued on the busy worker ever starts (the worker skips
-// it, through the start gate), and the worker, whose own job was not
+// Cancelling calls that wait on the agent: none of the ones waiting in the
+// boss (a large call, and an Inline call, which waits for MaxPerHost too)
+// nor the one queued on the busy worker ever starts (the worker skips it,
+// through the start gate), and the worker, whose own job was not
 // cancelled, lives on.
 func TestPipelineCancelWaitingCalls(t *testing.T) {
-	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 1, Pipeline: 2})
+	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 1, Pipeline: 3})
 	dir := t.TempDir()
 	a := started(t, p, 1500)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -204,9 +213,14 @@ func TestPipelineCancelWaitingCalls(t *testing.T) {
 	big := make([]byte, 64<<10) // above what is queued on a worker
 	rand.Read(big)
 	c := p.Submit(ctx, remote.Job{Host: "h1", Func: PipeMark.Name(), Data: MarkIn{Path: inBoss, Pad: big}})
-	time.Sleep(300 * time.Millisecond) // both reach the agent
+	inlineWaits := filepath.Join(dir, "inline")
+	d := p.Submit(ctx, remote.Job{Host: "h1", Func: InlineMark.Name(), Data: MarkIn{Path: inlineWaits}})
+	time.Sleep(300 * time.Millisecond) // all reach the agent
+	if _, err := os.Stat(inlineWaits); err == nil {
+		t.Errorf("an Inline call ran while MaxPerHost calls ran")
+	}
 	cancel()
-	for name, r := range map[string]*remote.Run{"queued on the worker": b, "waiting in the boss": c} {
+	for name, r := range map[string]*remote.Run{"queued on the worker": b, "waiting in the boss": c, "Inline, waiting in the boss": d} {
 		if _, err := r.Wait(); !errors.Is(err, context.Canceled) {
 			t.Errorf("%s: err = %v, want context.Canceled", name, err)
 		}
@@ -215,18 +229,18 @@ func TestPipelineCancelWaitingCalls(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the running call: %v", err)
 	}
-	d, err := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Echo.Name(), Data: big}).Wait()
+	e, err := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Echo.Name(), Data: big}).Wait()
 	if err != nil {
 		t.Fatalf("host after the cancels: %v", err)
 	}
 	var back []byte
-	if err := d.Decode(&back); err != nil || !bytes.Equal(back, big) {
+	if err := e.Decode(&back); err != nil || !bytes.Equal(back, big) {
 		t.Fatalf("echo after the cancels: %v", err)
 	}
-	if d.WorkerPID != ra.WorkerPID {
-		t.Errorf("the worker was replaced (pid %d, then %d): a cancel of a call queued behind its job killed it", ra.WorkerPID, d.WorkerPID)
+	if e.WorkerPID != ra.WorkerPID {
+		t.Errorf("the worker was replaced (pid %d, then %d): a cancel of a call queued behind its job killed it", ra.WorkerPID, e.WorkerPID)
 	}
-	for _, f := range []string{onWorker, inBoss} {
+	for _, f := range []string{onWorker, inBoss, inlineWaits} {
 		if _, err := os.Stat(f); err == nil {
 			t.Errorf("cancelled call ran: %s exists", filepath.Base(f))
 		}
@@ -366,5 +380,98 @@ func TestPipelineCallbacks(t *testing.T) {
 		if progress[i] != 2 {
 			t.Errorf("call %d: %d callbacks, want 2", i, progress[i])
 		}
+	}
+}
+
+// Span is when a call ran on the host, in Unix nanoseconds.
+type Span struct{ Start, End int64 }
+
+// spanFor sleeps ms and reports when it ran.
+func spanFor(ctx context.Context, ms int) (Span, error) {
+	s := Span{Start: time.Now().UnixNano()}
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	s.End = time.Now().UnixNano()
+	return s, nil
+}
+
+// PipeSpan runs in a worker, InlineSpan in the boss (agent.Inline).
+var (
+	PipeSpan   = agent.Register("test.pipespan", spanFor)
+	InlineSpan = agent.Register("test.inlinespan", spanFor, agent.Inline())
+)
+
+// maxOverlap is the largest number of spans running at one instant.
+func maxOverlap(spans []Span) int {
+	type edge struct {
+		at    int64
+		delta int
+	}
+	var edges []edge
+	for _, s := range spans {
+		edges = append(edges, edge{s.Start, 1}, edge{s.End, -1})
+	}
+	slices.SortFunc(edges, func(a, b edge) int { return cmp.Or(cmp.Compare(a.at, b.at), a.delta-b.delta) })
+	n, most := 0, 0
+	for _, e := range edges {
+		n += e.delta
+		most = max(most, n)
+	}
+	return most
+}
+
+// MaxPerHost bounds the jobs running on a host also with Pipeline, and
+// also for Inline functions, which run in the boss: the built-in Exec is
+// one, so commands sent ahead wait their turn too.
+func TestPipelineInlineCallsHonourMaxPerHost(t *testing.T) {
+	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 2, Pipeline: 20})
+	var runs []*remote.Run
+	for i := range 12 {
+		fn := []string{InlineSpan.Name(), PipeSpan.Name(), InlineSpan.Name()}[i%3]
+		runs = append(runs, p.Submit(context.Background(), remote.Job{Host: "h1", Func: fn, Data: 60}))
+	}
+	var mu sync.Mutex
+	stamps := make([][]int64, 3)
+	for k := range 3 {
+		runs = append(runs, p.Submit(context.Background(), remote.Job{Host: "h1", Func: agent.Exec.Name(),
+			Data: agent.ExecIn{Command: "date +%s%N; sleep 0.06; date +%s%N"},
+			OnOutput: func(l string) {
+				var ns int64
+				if _, err := fmt.Sscan(l, &ns); err != nil {
+					t.Errorf("command output %q: %v", l, err)
+				}
+				mu.Lock()
+				stamps[k] = append(stamps[k], ns)
+				mu.Unlock()
+			}}))
+	}
+	time.Sleep(30 * time.Millisecond)
+	if hs := p.Stats().Hosts["h1"]; hs.WorkersBusy > 2 || hs.WorkersBusy+hs.Waiting != 15 {
+		t.Errorf("Stats with 15 calls sent: WorkersBusy %d, Waiting %d; want 2 busy (at most), the rest waiting", hs.WorkersBusy, hs.Waiting)
+	}
+	var spans []Span
+	for i, r := range runs {
+		res, err := r.Wait()
+		if err != nil {
+			t.Fatalf("call %d (%s): %v", i, r.Job().Func, err)
+		}
+		if r.Job().Func == agent.Exec.Name() {
+			continue
+		}
+		var s Span
+		if err := res.Decode(&s); err != nil {
+			t.Fatal(err)
+		}
+		spans = append(spans, s)
+	}
+	mu.Lock()
+	for k, st := range stamps {
+		if len(st) != 2 {
+			t.Fatalf("command %d printed %d stamps, want its start and end", k, len(st))
+		}
+		spans = append(spans, Span{st[0], st[1]})
+	}
+	mu.Unlock()
+	if n := maxOverlap(spans); n > 2 {
+		t.Errorf("%d jobs ran at once on the host; MaxPerHost is 2", n)
 	}
 }

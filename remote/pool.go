@@ -47,10 +47,11 @@ type PoolConfig struct {
 	// Pipeline is how many calls beyond MaxPerHost the master keeps sent
 	// to a host, so that its workers go from one call straight to the next
 	// instead of waiting a round trip for the master to send it. At most
-	// MaxPerHost calls still run at once; the others wait on the agent:
-	// small calls (up to 16 KiB of input) queued on busy workers, up to 8
-	// behind each running call, larger ones in the agent until a worker is
-	// free. For many short calls: a call queued behind a long one waits for
+	// MaxPerHost calls still run at once, Inline functions' (such as the
+	// built-in agent.Exec) included; the others wait on the agent: small
+	// calls (up to 16 KiB of input) queued on busy workers, up to 8 behind
+	// each running call, larger ones and Inline ones in the agent until a
+	// job ends. For many short calls: a call queued behind a long one waits for
 	// it, although another worker may free up first. The job's Timeout and
 	// Result.Duration count from when the call is sent, waiting included.
 	// A call cancelled, or timed out, while it waits on the agent never
