@@ -152,12 +152,18 @@ func (b *agentBinary) loadHash() error {
 }
 
 // load computes the hash and the compressed upload. The hash is that of
-// the bytes compressed, whatever happened to the file in between.
+// the bytes compressed, whatever happened to the file in between; an
+// upload from the master's cache was compressed from such bytes by the
+// process that stored it.
 func (b *agentBinary) load() error {
 	if err := b.loadHash(); err != nil {
 		return err
 	}
 	b.gzOnce.Do(func() {
+		if gz := readCachedGzip(b.hash); gz != nil {
+			b.gz = gz
+			return
+		}
 		raw, err := os.ReadFile(b.path)
 		if err != nil {
 			b.gzErr = fmt.Errorf("read agent binary: %w", err)
@@ -166,10 +172,6 @@ func (b *agentBinary) load() error {
 		sum := sha256.Sum256(raw)
 		if hex.EncodeToString(sum[:]) != b.hash {
 			b.gzErr = fmt.Errorf("agent binary %s changed while the master runs: restart the master", b.path)
-			return
-		}
-		if gz := readCachedGzip(b.hash); gz != nil {
-			b.gz = gz
 			return
 		}
 		var buf bytes.Buffer
@@ -185,7 +187,11 @@ func (b *agentBinary) load() error {
 // The master keeps the compressed upload of its agents in its own cache
 // directory, so that a new master process (each toworker CLI run) does not
 // compress its 6-7 MiB binary again before an upload (about 100 ms). An
-// entry is used only if it decompresses to the agent's SHA-256.
+// entry is named by the agent's SHA-256 and that of its own bytes, and is
+// used only while its bytes have the latter: checking that costs a few
+// milliseconds where decompressing it would cost 30-50. What the entry
+// decompresses to is checked by the host against the agent's SHA-256, as
+// every upload is, before it is run.
 const gzipCacheKeep = 4 // entries kept, newest first
 
 func gzipCacheDir() (string, error) {
@@ -196,28 +202,34 @@ func gzipCacheDir() (string, error) {
 	return filepath.Join(d, "toworker-master"), nil // not the agent cache of a host that is this machine
 }
 
+// gzipCacheName is the file name of the upload gz of the agent with hash.
+func gzipCacheName(hash string, gz []byte) string {
+	sum := sha256.Sum256(gz)
+	return hash + "-" + hex.EncodeToString(sum[:]) + ".gz"
+}
+
 // readCachedGzip returns the cached gzip of the agent with hash, or nil.
+// Entries whose bytes do not match their name are removed.
 func readCachedGzip(hash string) []byte {
 	dir, err := gzipCacheDir()
 	if err != nil {
 		return nil
 	}
-	file := filepath.Join(dir, hash+".gz")
-	gz, err := os.ReadFile(file)
-	if err != nil {
-		return nil
+	files, _ := filepath.Glob(filepath.Join(dir, hash+"-*.gz")) // hash is hex
+	for _, file := range files {
+		gz, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		if gzipCacheName(hash, gz) != filepath.Base(file) {
+			os.Remove(file)
+			continue
+		}
+		now := time.Now()
+		os.Chtimes(file, now, now) // used: kept by writeCachedGzip's pruning
+		return gz
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(gz))
-	if err != nil {
-		return nil
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, zr); err != nil || hex.EncodeToString(h.Sum(nil)) != hash {
-		return nil
-	}
-	now := time.Now()
-	os.Chtimes(file, now, now) // used: kept by writeCachedGzip's pruning
-	return gz
+	return nil
 }
 
 // writeCachedGzip stores gz as the agent with hash's upload, best effort,
@@ -232,7 +244,7 @@ func writeCachedGzip(hash string, gz []byte) {
 		return
 	}
 	_, werr := f.Write(gz)
-	if cerr := f.Close(); werr != nil || cerr != nil || os.Rename(f.Name(), filepath.Join(dir, hash+".gz")) != nil {
+	if cerr := f.Close(); werr != nil || cerr != nil || os.Rename(f.Name(), filepath.Join(dir, gzipCacheName(hash, gz))) != nil {
 		os.Remove(f.Name())
 		return
 	}

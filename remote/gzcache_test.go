@@ -11,8 +11,8 @@ import (
 )
 
 // A master process compresses an agent once for every later process: the
-// next loads the cached upload, one that does not decompress to the
-// agent's hash is ignored and replaced, and old entries are pruned.
+// next loads the cached upload, one whose bytes do not match its name is
+// removed and replaced, and old entries are pruned.
 func TestAgentGzipCache(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	dir, err := gzipCacheDir()
@@ -41,10 +41,18 @@ func TestAgentGzipCache(t *testing.T) {
 		}
 		return b
 	}
+	entries := func() []string {
+		t.Helper()
+		names, _ := filepath.Glob(filepath.Join(dir, "*.gz"))
+		for i, n := range names {
+			names[i] = filepath.Base(n)
+		}
+		return names
+	}
 	b := load()
-	cached := filepath.Join(dir, b.hash+".gz")
+	cached := filepath.Join(dir, gzipCacheName(b.hash, b.gz))
 	if fi, err := os.Stat(cached); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("no cached upload with mode 0600: %v %v", fi, err)
+		t.Fatalf("no cached upload with mode 0600: %v %v (cache holds %q)", fi, err, entries())
 	}
 	// A second process uses the cached file as it is: here one compressed
 	// differently, so that it can be told from a fresh compression.
@@ -52,30 +60,29 @@ func TestAgentGzipCache(t *testing.T) {
 	zw, _ := gzip.NewWriterLevel(&best, gzip.BestCompression)
 	zw.Write(raw)
 	zw.Close()
-	if err := os.WriteFile(cached, best.Bytes(), 0o600); err != nil {
+	os.Remove(cached)
+	if err := os.WriteFile(filepath.Join(dir, gzipCacheName(b.hash, best.Bytes())), best.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if b2 := load(); !bytes.Equal(b2.gz, best.Bytes()) {
 		t.Fatal("the second load did not use the cached upload")
 	}
-	// A cached file of other bytes under this hash is ignored and replaced.
-	var other bytes.Buffer
-	zw = gzip.NewWriter(&other)
-	zw.Write([]byte("not the agent"))
-	zw.Close()
-	os.WriteFile(cached, other.Bytes(), 0o600)
-	if b3 := load(); !bytes.Equal(b3.gz, b.gz) {
-		t.Fatal("a cached upload of other bytes was used")
+	// Bytes changed under a name (a partial write, a bad disk) are not
+	// used: the entry is removed and a fresh compression stored.
+	for _, n := range entries() {
+		os.WriteFile(filepath.Join(dir, n), []byte("not the agent"), 0o600)
 	}
-	if got, _ := os.ReadFile(cached); !bytes.Equal(got, b.gz) {
-		t.Fatal("the bad cached upload was not replaced")
+	if b3 := load(); !bytes.Equal(b3.gz, b.gz) {
+		t.Fatal("a cached upload whose bytes do not match its name was used")
+	}
+	if got := entries(); len(got) != 1 || got[0] != filepath.Base(cached) {
+		t.Fatalf("cache holds %q after a bad entry, want only %q", got, filepath.Base(cached))
 	}
 	// Pruning keeps the newest gzipCacheKeep entries.
 	for i := range 6 {
-		writeCachedGzip(string(rune('a'+i))+"x", []byte{1})
+		writeCachedGzip(string(rune('a'+i))+"x", []byte{1, byte(i)})
 	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != gzipCacheKeep {
-		t.Fatalf("%d cache entries, want %d", len(entries), gzipCacheKeep)
+	if got := entries(); len(got) != gzipCacheKeep {
+		t.Fatalf("%d cache entries (%q), want %d", len(got), got, gzipCacheKeep)
 	}
 }
