@@ -380,6 +380,7 @@ func (j *jobFlags) poolConfig() remote.PoolConfig {
 	cfg := remote.PoolConfig{
 		MaxPerHost:     1,
 		MinWarm:        -1,
+		StopWait:       -1, // the command exits next: the agents stop on the goodbye alone
 		Timeout:        -1,
 		Retries:        j.retries,
 		ConnectTimeout: j.connectTimeout,

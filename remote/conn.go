@@ -48,6 +48,7 @@ type hostConn struct {
 	// envStart: the agent started on the frames of the environment
 	// variable, not waiting for stdin. Static after the bootstrap.
 	envStart bool
+	stopWait time.Duration // connectOptions.stopWait
 	wg       sync.WaitGroup
 }
 
@@ -58,6 +59,9 @@ type connectOptions struct {
 	hello    wire.Hello
 	maxMsg   int
 	pingIntv time.Duration
+	// stopWait bounds how long close waits for the agent to stop after
+	// the bye (PoolConfig.StopWait); zero: it does not wait.
+	stopWait time.Duration
 	uploaded func(bytes int) // called when an agent is uploaded (for stats and tests)
 	// firstWanted reports whether the first attempt still waits for this
 	// connection (nil: it does); a first call no longer wanted is not sent.
@@ -175,6 +179,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	}
 	c.agent = *h
 	c.envStart = h.EnvFrames
+	c.stopWait = o.stopWait
 	o.agents.started(client.Target, h)
 	c.w = wire.NewWriterSize(c.stdin, 4<<10)
 	c.alivePoke()
@@ -529,9 +534,13 @@ func (c *hostConn) close() {
 		b, _ := wire.Marshal(&wire.Bye{Reason: "master closing"})
 		c.w.WriteMessage(wire.KindBye, 0, b)
 		c.w.Close(c.stdin)
-		select {
-		case <-c.done:
-		case <-time.After(2 * time.Second):
+		if c.stopWait > 0 {
+			t := time.NewTimer(c.stopWait)
+			select {
+			case <-c.done:
+			case <-t.C:
+			}
+			t.Stop()
 		}
 		c.client.Close()
 	}

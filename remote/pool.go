@@ -80,6 +80,15 @@ type PoolConfig struct {
 	ConnectTimeout time.Duration
 	// Fanout bounds connections being set up at once. Zero means 64.
 	Fanout int
+	// StopWait bounds how long Close and Kill wait for each agent to say
+	// it has stopped (its workers and their processes killed) once told
+	// to, before they close the connection anyway. Zero means 2 s.
+	// Negative means they do not wait: the connection is closed right
+	// after the master's goodbye, which the agent reads and stops on as
+	// it would if the connection just dropped, a round trip later than
+	// Close returns. For a program about to exit, like the toworker
+	// command, that is a round trip saved.
+	StopWait time.Duration
 	// KeepAlive is the interval of the master's pings to each agent; three
 	// unanswered intervals end the connection (on both sides). Zero means
 	// 5 s; negative means none.
@@ -131,6 +140,9 @@ func (c *PoolConfig) setDefaults() {
 	}
 	if c.Pipeline < 0 {
 		c.Pipeline = 0
+	}
+	if c.StopWait == 0 {
+		c.StopWait = 2 * time.Second
 	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 1 << 16
@@ -208,6 +220,7 @@ func newPool(ctx context.Context, cfg PoolConfig, dynamic bool) (*Pool, error) {
 			MaxJobsPerWorker: cfg.MaxJobsPerWorker, Init: cfg.Init, MaxWorkers: maxWorkers, PingSeconds: int((ping + time.Second - 1) / time.Second)},
 		maxMsg:   cfg.MaxMessage,
 		pingIntv: ping,
+		stopWait: max(cfg.StopWait, 0),
 	}
 	p.mu.Lock()
 	for _, h := range cfg.Hosts {

@@ -330,12 +330,23 @@ func TestNextTryNextPending(t *testing.T) {
 	}
 }
 
+// Close and Kill leave no goroutine in the master and no process on the
+// hosts, also when they do not wait for the agents to confirm (StopWait
+// negative): the agents then stop on the goodbye alone.
 func TestCloseAndKillLeaveNothing(t *testing.T) {
 	remote.CloseDefault()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	for _, mode := range []string{"close", "kill"} {
-		t.Run(mode, func(t *testing.T) {
-			cfg := remote.PoolConfig{Hosts: labHosts(), MaxPerHost: 2, SSH: remote.SSHOptions{ConfigFile: lab.ConfigFile}}
+	for _, tc := range []struct {
+		mode     string
+		stopWait time.Duration
+	}{{"close", 0}, {"kill", 0}, {"close", -1}, {"kill", -1}} {
+		mode := tc.mode
+		name := mode
+		if tc.stopWait < 0 {
+			name += " without waiting"
+		}
+		t.Run(name, func(t *testing.T) {
+			cfg := remote.PoolConfig{Hosts: labHosts(), MaxPerHost: 2, StopWait: tc.stopWait, SSH: remote.SSHOptions{ConfigFile: lab.ConfigFile}}
 			var out lockedBuf
 			cfg.Stdout, cfg.Stderr = &out, &out
 			p, err := remote.NewPool(context.Background(), cfg)
