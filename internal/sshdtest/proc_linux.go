@@ -125,6 +125,26 @@ func connectionHandlers(listener int) []proc {
 	return out
 }
 
+// countConnectionHandlers counts the per-connection sshd processes of
+// all the listeners, in one pass over /proc.
+func countConnectionHandlers(listeners map[int]bool) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readStat(pid); err == nil && listeners[st.ppid] && st.pgid == pid && st.state != 'Z' {
+			n++
+		}
+	}
+	return n
+}
+
 // alive reports whether p still runs (exists, is the same process, and is
 // not a zombie).
 func (p proc) alive() bool {

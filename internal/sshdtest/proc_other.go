@@ -29,6 +29,8 @@ func exited(int) bool { return true }
 
 func connectionHandlers(int) []proc { return nil }
 
+func countConnectionHandlers(map[int]bool) int { return 0 }
+
 func (proc) alive() bool { return false }
 
 func allGone([]proc) bool { return true }

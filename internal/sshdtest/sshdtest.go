@@ -325,6 +325,23 @@ func (l *Lab) Close() error {
 	return errors.Join(errs...)
 }
 
+// Connections counts the connections the lab's servers are handling now
+// (their per-connection sshd processes): benchmarks wait for the count to
+// fall back before timing the next sample, so that one sample's teardown
+// does not run during the next.
+func (l *Lab) Connections() int {
+	l.mu.Lock()
+	servers := append([]*Server(nil), l.Servers...)
+	l.mu.Unlock()
+	listeners := make(map[int]bool, len(servers))
+	for _, s := range servers {
+		if pid := s.PID(); pid > 0 {
+			listeners[pid] = true
+		}
+	}
+	return countConnectionHandlers(listeners)
+}
+
 // Server returns the server with the given alias, or nil.
 func (l *Lab) Server(name string) *Server {
 	l.mu.Lock()

@@ -357,3 +357,39 @@ func TestOtherUser(t *testing.T) {
 		t.Fatalf("got %q, %v; want %q\n%s", out, err, want, s.Log())
 	}
 }
+
+// Connections counts the connections being handled: one per open client,
+// none once the clients have gone (and the lab's own readiness probes have
+// been handled).
+func TestConnections(t *testing.T) {
+	l := NewLab(t, LabOptions{Hosts: 2})
+	settle := func(want int) int {
+		deadline := time.Now().Add(5 * time.Second)
+		n := l.Connections()
+		for n != want && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+			n = l.Connections()
+		}
+		return n
+	}
+	if n := settle(0); n != 0 {
+		t.Fatalf("Connections with no client = %d", n)
+	}
+	var clients []*ssh.Client
+	for _, h := range []string{"h1", "h2", "h2"} {
+		c, err := l.Dial(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	if n := l.Connections(); n != 3 {
+		t.Errorf("Connections with 3 clients = %d", n)
+	}
+	for _, c := range clients {
+		c.Close()
+	}
+	if n := settle(0); n != 0 {
+		t.Errorf("Connections 5 s after the clients closed = %d", n)
+	}
+}

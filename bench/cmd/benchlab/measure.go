@@ -107,6 +107,7 @@ rounds:
 				e.fail(f, vs[i].name, err)
 				break rounds
 			}
+			conns := e.lab.Connections()
 			v, err := vs[i].run()
 			if err != nil {
 				e.fail(f, vs[i].name, err)
@@ -115,7 +116,7 @@ rounds:
 			if round >= 0 {
 				samples[i] = append(samples[i], v)
 			}
-			e.pause()
+			e.pause(conns)
 		}
 	}
 	for i, v := range vs {
@@ -127,9 +128,17 @@ rounds:
 	}
 }
 
-// pause lets the previous sample's teardown (sshd exiting, bosses stopping)
-// finish before the next one starts.
-func (e *env) pause() {
+// pause lets the previous sample's teardown finish before the next one
+// starts: it waits (up to a second) until the lab's sshd handle no more
+// connections than the conns they had before the sample, then e.settle
+// for what outlives them (bosses stopping). A client that exits before the
+// host side has cleaned up (ssh once it has the exit status, the toworker
+// command once it has its results) thus leaves its teardown out of the
+// next sample, whichever variant that is.
+func (e *env) pause(conns int) {
+	for deadline := time.Now().Add(time.Second); e.lab.Connections() > conns && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Millisecond)
+	}
 	if e.settle > 0 {
 		time.Sleep(e.settle)
 	}
