@@ -437,6 +437,30 @@ func (e *env) hostCPU() float64 {
 	return total
 }
 
+// machineCPU is the whole machine's busy CPU time in seconds (/proc/stat:
+// all but idle and iowait), whoever spent it: it also counts processes
+// that outlive their parents and kernel work.
+func machineCPU() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	total := 0.0
+	for i, x := range f[1:] {
+		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is in user
+			continue
+		}
+		v, _ := strconv.ParseFloat(x, 64)
+		total += v
+	}
+	return total / clockTicks
+}
+
 // selfCPU is this process's CPU time in seconds.
 func selfCPU() float64 {
 	var ru syscall.Rusage

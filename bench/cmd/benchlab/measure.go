@@ -873,8 +873,8 @@ func (e *env) fanoutFigure(pp params, pdshNote string) {
 	// CPU per host, client side and host side, for each variant: what
 	// bounds a fan-out on a machine that runs both sides.
 	type acc struct {
-		client, host float64
-		n            int
+		client, host, machine float64
+		n                     int
 	}
 	cpu := map[string]*acc{}
 	withCPU := func(v variantFn, inProcess bool) variantFn {
@@ -882,12 +882,13 @@ func (e *env) fanoutFigure(pp params, pdshNote string) {
 		a := &acc{}
 		cpu[v.name] = a
 		v.run = func() (float64, error) {
-			h0, s0 := e.hostCPU(), selfCPU()
+			h0, s0, m0 := e.hostCPU(), selfCPU(), machineCPU()
 			x, err := run()
 			s1 := selfCPU()
 			time.Sleep(150 * time.Millisecond) // let the sessions end and be reaped
 			if err == nil {
 				a.host += e.hostCPU() - h0
+				a.machine += machineCPU() - m0
 				if inProcess {
 					a.client += s1 - s0
 				} else {
@@ -911,13 +912,13 @@ func (e *env) fanoutFigure(pp params, pdshNote string) {
 			continue
 		}
 		k := float64(a.n * n)
-		c, h := a.client*1000/k, a.host*1000/k
-		per[v.name] = map[string]float64{"client_ms": c, "host_ms": h}
-		parts = append(parts, fmt.Sprintf("%s: client %.1f, host side %.1f", v.name, c, h))
+		c, h, m := a.client*1000/k, a.host*1000/k, a.machine*1000/k
+		per[v.name] = map[string]float64{"client_ms": c, "host_ms": h, "machine_ms": m}
+		parts = append(parts, fmt.Sprintf("%s: client %.1f, host side %.1f, whole machine %.1f", v.name, c, h, m))
 	}
 	if len(per) > 0 {
 		f.Extra = map[string]any{"cpu_ms_per_host": per}
-		f.addNote(fmt.Sprintf("CPU per host (ms; client: the command with its children, or the in-process master; host side: sshd, shell and agent processes, from the sshd listeners' reaped children): %s. On %d cores both sides share, the sum bounds the fan-out.", strings.Join(parts, "; "), runtime.NumCPU()))
+		f.addNote(fmt.Sprintf("CPU per host (ms; client: the command with its children, or the in-process master; host side: sshd, shell and agent processes, from the sshd listeners' reaped children, which misses agents that outlive their session, as the toworker command's do since it no longer waits for them; whole machine: /proc/stat's busy time from the sample's start to 150 ms after its end, everything included): %s. On %d cores both sides share, the whole machine's time bounds the fan-out.", strings.Join(parts, "; "), runtime.NumCPU()))
 	}
 	if pdshNote == "" {
 		f.addNote("pdsh reads our ssh_config through PDSH_SSH_ARGS=\"-F <config> %h\".")
