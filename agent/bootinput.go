@@ -29,6 +29,24 @@ func envFrames() []byte {
 	return b
 }
 
+// restoreGOMAXPROCS puts back the login environment's GOMAXPROCS, which
+// the bootstrap kept in wire.EnvGOMAXPROCS while it started the boss with
+// GOMAXPROCS=1, so that workers and commands run with what the host's
+// user set. Without that variable (a boss started some other way) the
+// environment is left as it is.
+func restoreGOMAXPROCS() {
+	v, ok := os.LookupEnv(wire.EnvGOMAXPROCS)
+	if !ok {
+		return
+	}
+	os.Unsetenv(wire.EnvGOMAXPROCS)
+	if user, set := strings.CutPrefix(v, "="); set {
+		os.Setenv("GOMAXPROCS", user)
+	} else {
+		os.Unsetenv("GOMAXPROCS")
+	}
+}
+
 // masterInput is the boss's stdin from the master: on first read it
 // consumes the master's preamble line ("toworker-master <version> <n>")
 // and, when the boss already took the n bytes of frames that follow it

@@ -123,7 +123,9 @@ func serveBoss() error {
 	// The boss routes frames and waits on processes: one processor is all
 	// it uses, and with more the runtime keeps idle threads spinning for
 	// work after each hand-off, on CPUs the jobs need (pipelined no-op
-	// calls on 2 cores: about 10 % more calls/s with one).
+	// calls on 2 cores: about 10 % more calls/s with one). The bootstrap
+	// starts it so already (see wire.EnvGOMAXPROCS).
+	restoreGOMAXPROCS()
 	runtime.GOMAXPROCS(1)
 	// Frames go out on a private copy of fd 1; fd 1 itself is pointed at
 	// stderr so that nothing else in this process can write into the

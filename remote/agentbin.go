@@ -562,6 +562,10 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`x() { echo "toworker-fail $1"; exit 104; }`,
 		`k() { v=$( (sha256sum "$1" || shasum -a 256 "$1" || sha256 -r "$1") 2>/dev/null ); v=${v%% *}; [ -n "$v" ] || x "cannot compute a SHA-256 on this host (none of sha256sum, shasum, sha256 works)"; [ "$v" = "$2" ]; }`,
 	}
+	// The boss starts with GOMAXPROCS=1, the login environment's value
+	// kept in wire.EnvGOMAXPROCS ("=value", or empty when unset) for it to
+	// put back for workers and commands.
+	oneProc := `export ` + wire.EnvGOMAXPROCS + `="${GOMAXPROCS+=}${GOMAXPROCS-}" GOMAXPROCS=1`
 	if s.opts.Path != "" {
 		parts = append(parts, `P="`+s.opts.Path+`"`)
 		parts = append(parts, detect...)
@@ -574,6 +578,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 			`case "$1" in ?????w*|????????w*) x "the pre-installed agent $P is writable by its group or by others: refusing to run it";; esac`,
 			`[ "$3" = 0 ] || [ "$3" = "$(id -u)" ] || x "the pre-installed agent $P belongs to uid $3, neither root nor this user: refusing to run it"`,
 			`k "$P" "$h" || x "the pre-installed agent $P has SHA-256 $v, but the agent of this master for $p has $h: not running it; install the matching build there, or leave AgentOptions.Path empty to have the master upload it"`,
+			oneProc,
 			`exec "$P" --toworker-agent boss`,
 		)
 		return strings.Join(parts, "; "), nil
@@ -615,7 +620,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		// same verified file and is not hashed again.
 		`st() { s=$(stat -c "%d:%i:%s:%Y:%Z" "$1" 2>/dev/null || stat -f "%d:%i:%z:%m:%c" "$1" 2>/dev/null); }`,
 		`g() { if [ -L "$1" ] || [ -L "$2" ] || [ -L "$1.ok" ]; then return 1; fi; [ -f "$1" ] && [ -O "$1" ] && [ -O "$2" ] && [ -x "$1" ] || return 1; st "$1"; if [ -n "$s" ] && [ -f "$1.ok" ] && read -r o < "$1.ok" && [ "$o" = "$s" ]; then return 0; fi; k "$1" "$h"; }`,
-		`e() { [ -n "$s" ] || st "$1"; [ -L "$1.ok" ] || [ -z "$s" ] || echo "$s" >| "$1.ok"; exec "$1" --toworker-agent boss; }`,
+		`e() { [ -n "$s" ] || st "$1"; [ -L "$1.ok" ] || [ -z "$s" ] || echo "$s" >| "$1.ok"; `+oneProc+`; exec "$1" --toworker-agent boss; }`,
 		prune,
 	)
 	parts = append(parts, cache...)

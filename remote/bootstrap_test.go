@@ -20,6 +20,7 @@ import (
 
 	"github.com/toworker/toworker/agent"
 	"github.com/toworker/toworker/internal/sshdtest"
+	"github.com/toworker/toworker/internal/wire"
 	"github.com/toworker/toworker/remote"
 )
 
@@ -906,5 +907,78 @@ func TestConnectOutlivesShortJobTimeout(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("the timed-out job's command ran on the host")
+	}
+}
+
+// Procs is what a job sees of GOMAXPROCS.
+type Procs struct {
+	Env   string // the variable, or "<unset>"
+	Procs int    // runtime.GOMAXPROCS(0)
+	Kept  bool   // wire.EnvGOMAXPROCS is visible (it must not be)
+}
+
+func procsInfo(ctx context.Context, _ struct{}) (Procs, error) {
+	p := Procs{Env: "<unset>", Procs: runtime.GOMAXPROCS(0)}
+	if v, ok := os.LookupEnv("GOMAXPROCS"); ok {
+		p.Env = v
+	}
+	_, p.Kept = os.LookupEnv(wire.EnvGOMAXPROCS)
+	return p, nil
+}
+
+// ProcsInfo runs in a worker, InlineProcsInfo in the boss.
+var (
+	ProcsInfo       = agent.Register("test.procs", procsInfo)
+	InlineProcsInfo = agent.Register("test.inlineprocs", procsInfo, agent.Inline())
+)
+
+// The bootstrap starts the boss with GOMAXPROCS=1, and the boss puts the
+// login environment's GOMAXPROCS back before it starts anything: workers
+// and commands get the user's value, or none; the boss runs on one
+// processor; nothing sees the variable that carried the value.
+func TestBootstrapKeepsUsersGOMAXPROCS(t *testing.T) {
+	l := newBootLab(t)
+	if _, err := l.AddServer(sshdtest.Options{Name: "procs3", ExtraConfig: []string{"SetEnv GOMAXPROCS=3"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AddServer(sshdtest.Options{Name: "procsnone"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		host, env string
+		procs     int
+	}{
+		{"procs3", "3", 3},
+		{"procsnone", "<unset>", runtime.NumCPU()}, // the same machine
+	} {
+		var out lockedBuf
+		p, err := remote.NewPool(context.Background(), remote.PoolConfig{Hosts: []string{tt.host},
+			SSH: remote.SSHOptions{ConfigFile: l.ConfigFile}, Stdout: &out, Stderr: &out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		w, err := remote.CallOn(ctx, p, tt.host, ProcsInfo, struct{}{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w != (Procs{Env: tt.env, Procs: tt.procs}) {
+			t.Errorf("%s: a worker sees %+v, want GOMAXPROCS %s and %d processors", tt.host, w, tt.env, tt.procs)
+		}
+		b, err := remote.CallOn(ctx, p, tt.host, InlineProcsInfo, struct{}{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b != (Procs{Env: tt.env, Procs: 1}) {
+			t.Errorf("%s: the boss sees %+v, want GOMAXPROCS %s in its environment and 1 processor", tt.host, b, tt.env)
+		}
+		if _, err := remote.CallOn(ctx, p, tt.host, agent.Exec, agent.ExecIn{Command: "echo ${GOMAXPROCS-unset} ${" + wire.EnvGOMAXPROCS + "-unset}"}); err != nil {
+			t.Fatal(err)
+		}
+		want := strings.ReplaceAll(tt.env, "<unset>", "unset")
+		if got := out.String(); got != tt.host+": "+want+" unset\n" {
+			t.Errorf("%s: a command prints %q, want GOMAXPROCS %s and no %s", tt.host, got, want, wire.EnvGOMAXPROCS)
+		}
+		p.Close()
 	}
 }

@@ -132,3 +132,11 @@ const (
 	EnvFrames    = "LC_TOWORKER"
 	MaxEnvFrames = 16 << 10
 )
+
+// EnvGOMAXPROCS is the environment variable in which the bootstrap keeps
+// the login environment's GOMAXPROCS while it starts the boss with
+// GOMAXPROCS=1 (the Go runtime then starts with one processor, which is
+// all the boss uses: fewer threads and page faults): "=" and the value
+// when it was set, empty when not. The boss puts it back before it starts
+// any worker or command.
+const EnvGOMAXPROCS = "TOWORKER_GOMAXPROCS"
