@@ -932,6 +932,16 @@ var (
 	InlineProcsInfo = agent.Register("test.inlineprocs", procsInfo, agent.Inline())
 )
 
+// defaultProcs is the Go runtime's default GOMAXPROCS on this machine,
+// which a worker on the lab's hosts (the same machine, the same cgroup)
+// gets when its environment has no GOMAXPROCS.
+func defaultProcs() int {
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
+		return runtime.GOMAXPROCS(0) // go test leaves it alone without -cpu
+	}
+	return runtime.NumCPU()
+}
+
 // The bootstrap starts the boss with GOMAXPROCS=1, and the boss puts the
 // login environment's GOMAXPROCS back before it starts anything: workers
 // and commands get the user's value, or none; the boss runs on one
@@ -949,7 +959,7 @@ func TestBootstrapKeepsUsersGOMAXPROCS(t *testing.T) {
 		procs     int
 	}{
 		{"procs3", "3", 3},
-		{"procsnone", "<unset>", runtime.NumCPU()}, // the same machine
+		{"procsnone", "<unset>", defaultProcs()},
 	} {
 		var out lockedBuf
 		p, err := remote.NewPool(context.Background(), remote.PoolConfig{Hosts: []string{tt.host},
