@@ -1038,10 +1038,11 @@ func TestFaultUnresponsiveHosts(t *testing.T) {
 
 // eventBuffer is the number of events (output frames, log records, the
 // result) the master queues per running job between the connection's
-// reader and the job's handlers (remote/attempt.go). An output frame holds
-// at most what the worker read from the job's pipe at once (32 KiB), so a
-// blocked handler holds at most about 1 MiB before its connection stalls.
-const eventBuffer = 32
+// reader and the job's handlers (eventQueue in remote/attempt.go). An
+// output frame holds at most what the worker read from the job's pipe at
+// once (32 KiB), so a blocked handler holds at most eventBuffer × 32 KiB
+// before its connection stalls.
+const eventBuffer = remote.EventQueue
 
 // TestFaultSlowConsumer blocks one job's OnOutput handler: another job on
 // the same connection still gets its output, callbacks and result, as long
@@ -1095,16 +1096,17 @@ func TestFaultSlowConsumer(t *testing.T) {
 	release2 := make(chan struct{})
 	blocked2 := make(chan struct{})
 	var once2 sync.Once
-	a2 := p.Submit(context.Background(), remote.Job{Func: FaultLines.Name(), Data: LinesIn{N: 4 * eventBuffer, PauseMicros: 200},
+	const beyond = 128 // lines: well past the buffer, however the worker groups them in frames
+	a2 := p.Submit(context.Background(), remote.Job{Func: FaultLines.Name(), Data: LinesIn{N: beyond, PauseMicros: 200},
 		OnOutput: func(string) { once2.Do(func() { close(blocked2); <-release2 }) }})
 	<-blocked2
-	time.Sleep(time.Duration(4*eventBuffer) * 300 * time.Microsecond) // let it print past the buffer
+	time.Sleep(beyond * 300 * time.Microsecond) // let it print past the buffer
 	b2 := p.Submit(context.Background(), remote.Job{Func: FaultLines.Name(), Data: LinesIn{N: 1}, OnOutput: func(string) {}})
 	select {
 	case <-b2.Done():
 		t.Logf("beyond the buffer: the neighbour still completed")
 	case <-time.After(2 * time.Second):
-		t.Logf("beyond the buffer (%d frames): the neighbour waits for the blocked handler (connection-wide back-pressure)", 4*eventBuffer)
+		t.Logf("beyond the buffer (%d lines): the neighbour waits for the blocked handler (connection-wide back-pressure)", beyond)
 	}
 	close(release2)
 	for _, r := range []*remote.Run{a2, b2} {
@@ -1124,7 +1126,7 @@ func TestFaultSlowConsumerKeepsConnection(t *testing.T) {
 	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h3"}, KeepAlive: keepAlive, Retries: 1})
 	var lines, failures atomic.Int32
 	var once sync.Once
-	const n = 4 * eventBuffer
+	const n = 128 // lines: well past the per-job buffer of eventBuffer frames
 	run := p.Submit(context.Background(), remote.Job{Func: FaultLines.Name(), Data: LinesIn{N: n, PauseMicros: 100},
 		OnFailure: func(error) { failures.Add(1) },
 		OnOutput: func(string) {
