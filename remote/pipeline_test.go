@@ -283,9 +283,10 @@ func TestPipelineLargeCallsAndRecycling(t *testing.T) {
 	}
 }
 
-// A mix of calls with Pipeline, some crashing their worker, some cancelled
-// while they wait or run: every call gets exactly one outcome, successful
-// ones the right result, and the host serves calls afterwards.
+// A mix of calls with Pipeline, Inline or in workers, some crashing their
+// worker, some cancelled while they wait or run: every call gets exactly
+// one outcome, successful ones the right result, no more than MaxPerHost
+// naps overlap, and the host serves calls afterwards.
 func TestPipelineMixedFaults(t *testing.T) {
 	p := pipelinePool(t, remote.PoolConfig{MaxPerHost: 2, Pipeline: 30, MaxJobsPerWorker: 7})
 	rng := mrand.New(mrand.NewPCG(7, 7)) // fixed: the same mix every run
@@ -305,7 +306,13 @@ func TestPipelineMixedFaults(t *testing.T) {
 			c.run = p.Submit(ctx, remote.Job{Host: "h1", Func: PipeDie.Name(), Data: 5, OnOutput: func(string) {}})
 		case r < 3:
 			c.kind = "nap"
-			c.run = p.Submit(ctx, remote.Job{Host: "h1", Func: Nap.Name(), Data: 20})
+			c.run = p.Submit(ctx, remote.Job{Host: "h1", Func: PipeSpan.Name(), Data: 20})
+		case r < 5:
+			c.kind = "inline nap"
+			c.run = p.Submit(ctx, remote.Job{Host: "h1", Func: InlineSpan.Name(), Data: 10})
+		case r < 7:
+			c.kind = "inline square"
+			c.run = p.Submit(ctx, remote.Job{Host: "h1", Func: InlineSquare.Name(), Data: i})
 		default:
 			c.kind = "square"
 			c.run = p.Submit(ctx, remote.Job{Host: "h1", Func: Square.Name(), Data: i})
@@ -317,6 +324,7 @@ func TestPipelineMixedFaults(t *testing.T) {
 		}
 	}
 	deadline := time.After(60 * time.Second)
+	var spans []Span
 	for _, c := range calls {
 		select {
 		case <-c.run.Done():
@@ -333,12 +341,21 @@ func TestPipelineMixedFaults(t *testing.T) {
 			}
 		case err != nil:
 			t.Errorf("call %d (%s): %v", c.n, c.kind, err)
-		case c.kind == "square":
+		case c.kind == "square" || c.kind == "inline square":
 			var sq int
 			if err := res.Decode(&sq); err != nil || sq != c.n*c.n {
-				t.Errorf("call %d: %d, %v; want %d", c.n, sq, err, c.n*c.n)
+				t.Errorf("call %d (%s): %d, %v; want %d", c.n, c.kind, sq, err, c.n*c.n)
 			}
+		default: // naps
+			var s Span
+			if err := res.Decode(&s); err != nil {
+				t.Errorf("call %d (%s): %v", c.n, c.kind, err)
+			}
+			spans = append(spans, s)
 		}
+	}
+	if n := maxOverlap(spans); n > 2 {
+		t.Errorf("%d naps ran at once, Inline or not; MaxPerHost is 2", n)
 	}
 	if _, err := p.Submit(context.Background(), remote.Job{Host: "h1", Func: Square.Name(), Data: 3}).Wait(); err != nil {
 		t.Fatalf("host after the mix: %v", err)
@@ -399,6 +416,9 @@ var (
 	PipeSpan   = agent.Register("test.pipespan", spanFor)
 	InlineSpan = agent.Register("test.inlinespan", spanFor, agent.Inline())
 )
+
+// InlineSquare is Square in the boss (agent.Inline).
+var InlineSquare = agent.Register("test.inlinesquare", func(ctx context.Context, n int) (int, error) { return n * n, nil }, agent.Inline())
 
 // maxOverlap is the largest number of spans running at one instant.
 func maxOverlap(spans []Span) int {
