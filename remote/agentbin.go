@@ -496,15 +496,16 @@ var newTmpToken = func() string {
 //     the stamp is rewritten (its mtime = last use, for pruning). Otherwise it tries the same in the fallback directory
 //     ${TMPDIR:-/tmp}/toworker-<uid> (where agents go when d is on a noexec
 //     file system), printing a "toworker-note" line when it runs from there.
-//  2. Otherwise it reads the preamble line, discards the n bytes of frames
-//     after it, and prepares the upload before
-//     asking for it, so that the master reads a refusal instead of writing
-//     on: it creates d (mode 0700, umask 077; refused if it is then a
-//     symlink or someone else's) and creates d/.tmp.<token> with O_EXCL
-//     (set -C) after removing whatever had that name. The token is random,
-//     chosen by the master for this connection. A read-only file system
-//     fails here.
-//  3. It prints "toworker-need <uname -sm>" and reads "<size> <sha256>" (or
+//  2. Otherwise it prepares the upload before asking for it, so that the
+//     master reads a refusal instead of writing on: it creates d (mode
+//     0700, umask 077; refused if it is then a symlink or someone else's)
+//     and creates d/.tmp.<token> with O_EXCL (set -C) after removing
+//     whatever had that name. The token is random, chosen by the master
+//     for this connection. A read-only file system fails here.
+//  3. It prints "toworker-need <uname -sm>", then reads the preamble line
+//     and discards the n bytes of frames after it (they come before the
+//     upload on stdin; asking first saves the round trip they may take to
+//     arrive), and reads "<size> <sha256>" (or
 //     "none none": the master has no agent for that platform) and size
 //     bytes of gzip into the temporary file. A write that fails (full file
 //     system) drains the rest of the upload and reports the error.
@@ -558,7 +559,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`set -f`,
 		// y reads the master's preamble and discards the frames after it,
 		// before an upload. A started agent reads them itself.
-		`y() { read -r l || exit 101; set -- $l; head -c "$3" >/dev/null; }`,
+		`y() { read -r l || return 101; set -- $l; head -c "$3" >/dev/null; }`,
 		`x() { echo "toworker-fail $1"; exit 104; }`,
 		`k() { v=$( (sha256sum "$1" || shasum -a 256 "$1" || sha256 -r "$1") 2>/dev/null ); v=${v%% *}; [ -n "$v" ] || x "cannot compute a SHA-256 on this host (none of sha256sum, shasum, sha256 works)"; [ "$v" = "$2" ]; }`,
 	}
@@ -570,7 +571,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		parts = append(parts, `P="`+s.opts.Path+`"`)
 		parts = append(parts, detect...)
 		parts = append(parts,
-			`if [ "$h" = none ]; then y; echo "toworker-need $p"; read -r z h; exit 103; fi`,
+			`if [ "$h" = none ]; then y || exit 101; echo "toworker-need $p"; read -r z h; exit 103; fi`,
 			`[ -e "$P" ] || x "no agent at $P on this host (AgentOptions.Path): install the agent for $p there, or leave Path empty to have the master upload it"`,
 			`[ -f "$P" ] || x "the pre-installed agent $P is not a regular file"`,
 			`w=$(ls -lnL "$P")`,
@@ -636,7 +637,6 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`case "$f" in /*) ;; *) f=/tmp;; esac`,
 		`f="$f/toworker-$u"`,
 		`g "$f/$h" "$f" && { echo "toworker-note the agent cache directory $d does not allow running programs (noexec?): using $f"; e "$f/$h"; }`,
-		`y`,
 		// Everything that can fail before the upload fails before asking
 		// for it: the master reads the reason instead of writing on.
 		`mkdir -p "$d" 2>/dev/null`,
@@ -652,7 +652,12 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`m=$( : 2>&1 >"$t" ) || x "cannot write in the agent cache directory $d: $(echo $m); set AgentOptions.CacheDir to a writable directory"`,
 		`set +C`,
 		`[ -n "$p" ] || p=$(uname -sm)`,
+		// Asked for at once: the master's first frames, which come before
+		// the upload on stdin, are discarded after (y), so that the
+		// question does not wait for them (on OpenSSH, a round trip after
+		// the exec, when sshd opens the session's window).
 		`echo "toworker-need $p"`,
+		`y || { q; exit 101; }`,
 		`read -r z h || { q; exit 102; }`,
 		`[ "$z" = none ] && { q; exit 103; }`,
 		// A write that fails (full file system) drains the rest of the

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/toworker/toworker/internal/sshdial"
 	"github.com/toworker/toworker/internal/wire"
@@ -122,11 +124,13 @@ func TestForUnameArm64(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	head, _, _ := strings.Cut(sc, `; y; `)
+	// The upload path begins where the script creates the cache directory.
+	const uploadPath = `; mkdir -p "$d" `
+	head, _, _ := strings.Cut(sc, uploadPath)
 	if strings.Contains(head, "uname") || !strings.Contains(sc, "; h="+want+";") {
 		t.Errorf("script for a remembered arm64 host runs uname before the cache lookup or lacks its hash:\n%s", sc)
 	}
-	if _, need, _ := strings.Cut(sc, `; y; `); !strings.Contains(need, `p=$(uname -sm)`) {
+	if _, need, ok := strings.Cut(sc, uploadPath); !ok || !strings.Contains(need, `p=$(uname -sm)`) {
 		t.Errorf("script for a remembered host does not detect the platform before an upload:\n%s", sc)
 	}
 }
@@ -220,5 +224,62 @@ func TestScriptQuotable(t *testing.T) {
 		if _, err := agentsFor(bad); err == nil || !strings.HasPrefix(err.Error(), "remote: ") {
 			t.Errorf("agentsFor(%+v) = %v, want a remote: error", bad, err)
 		}
+	}
+}
+
+// On a host without the agent, the script asks for it before it reads
+// anything from stdin: over OpenSSH the master's first frames reach stdin
+// only a round trip after the exec, and the question need not wait for
+// them. It then discards them, reads the answer ("none none" here) and
+// leaves no temporary file.
+func TestScriptAsksBeforeReadingStdin(t *testing.T) {
+	s, err := agentsFor(AgentOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := s.script(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	cmd := exec.Command("/bin/sh", "-c", sc)
+	cmd.Env = []string{"HOME=" + home, "TMPDIR=" + home, "PATH=" + os.Getenv("PATH")}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line := make(chan string, 1)
+	go func() {
+		b := make([]byte, 256)
+		n, _ := stdout.Read(b)
+		line <- string(b[:n])
+	}()
+	select {
+	case l := <-line:
+		if !strings.HasPrefix(l, wire.NeedPrefix) {
+			t.Fatalf("the script printed %q, want %q first", l, wire.NeedPrefix)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the script did not ask for the agent before stdin had anything")
+	}
+	// The master's preamble and frames, then its answer.
+	io.WriteString(stdin, wire.MasterPreamble+" 1 5\nframe"+"none none\n")
+	stdin.Close()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 103 {
+		t.Fatalf("script ended with %v, want exit status 103 (no agent for the platform)", err)
+	}
+	left, _ := filepath.Glob(filepath.Join(home, ".cache", "toworker", ".tmp.*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left: %q", left)
 	}
 }
