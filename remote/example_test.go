@@ -112,3 +112,21 @@ func ExamplePoolConfig_pipeline() {
 	fmt.Println("sum of squares:", sum)
 	// Output: sum of squares: 332833500
 }
+
+// A program that exits once its calls are done need not wait for the
+// agents to confirm they stopped: with StopWait negative, Close returns a
+// round trip sooner, and each agent stops on the goodbye by itself.
+func ExamplePoolConfig_stopWait() {
+	pool, err := remote.NewPool(context.Background(), remote.PoolConfig{
+		Hosts:    []string{"h1"},
+		StopWait: -1,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	sq, err := remote.CallOn(context.Background(), pool, "h1", Square, 9)
+	pool.Close()
+	fmt.Println(sq, err)
+	// Output: 81 <nil>
+}
