@@ -49,9 +49,7 @@ type boss struct {
 	// jobs run and no worker can take them: worker calls and, with
 	// MaxWorkers, Inline calls.
 	queue  []*bjob
-	inline map[uint32]*inlineJob // running Inline calls
-	// inlineRunning is len(inline), counted against hello.MaxWorkers.
-	inlineRunning int
+	inline map[uint32]*inlineJob // running Inline calls, counted against hello.MaxWorkers
 	// inlineWG counts Inline calls' goroutines: waited for at exit, but
 	// only so long, since a function may ignore its cancelled context.
 	inlineWG sync.WaitGroup

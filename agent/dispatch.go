@@ -157,7 +157,7 @@ func (b *boss) placeLocked(size int) (w *bworker, running bool, err error) {
 // MaxWorkers, when the master sends no more than that. b.mu is held.
 func (b *boss) slotFreeLocked() bool {
 	max := b.hello.MaxWorkers
-	return max <= 0 || len(b.workers)-len(b.idle)+b.inlineRunning < max
+	return max <= 0 || len(b.workers)-len(b.idle)+len(b.inline) < max
 }
 
 // assignLocked gives j to w, to run now or next. b.mu is held.

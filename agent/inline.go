@@ -52,7 +52,6 @@ func (b *boss) startInlineLocked(id uint32) *inlineJob {
 	ctx, cancel := context.WithCancel(context.Background())
 	j := &inlineJob{b: b, id: id, ctx: ctx, cancel: cancel, pending: make(map[uint64]chan *wire.CallbackReply)}
 	b.inline[id] = j
-	b.inlineRunning++
 	b.inlineWG.Add(1)
 	return j
 }
@@ -81,7 +80,6 @@ func (b *boss) runInline(j *inlineJob, call *wire.Call, e *entry) {
 		}
 		b.mu.Lock()
 		delete(b.inline, j.id)
-		b.inlineRunning--
 		ds := b.dispatchLocked()
 		b.mu.Unlock()
 		b.deliver(ds)
