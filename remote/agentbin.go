@@ -77,6 +77,12 @@ type AgentOptions struct {
 	// read, and which sshd logs at LogLevel DEBUG2 and above. Set
 	// StdinOnly when that input must never be there.
 	StdinOnly bool
+
+	// kernelInfo is the directory the bootstrap reads the host's platform
+	// from (ostype and arch, as Linux publishes them), before it falls back
+	// to running uname; empty means /proc/sys/kernel. Tests point it
+	// elsewhere to play other platforms.
+	kernelInfo string
 }
 
 // defaultKeepVersions is KeepVersions' zero value.
@@ -468,7 +474,8 @@ var newTmpToken = func() string {
 // quote, backslash, exclamation mark or newline, and it is wrapped in single
 // quotes for /bin/sh. The only values put in it are hexadecimal hashes,
 // numbers, fixed text, uname names, and CacheDir, Path and Become, which
-// agentsFor validated (quotable paths, a plain user name).
+// agentsFor validated (quotable paths, a plain user name), and the
+// test-only kernelInfo directory.
 //
 // Protocol on the session: the master first writes a line
 // "toworker-master <version> <n>" and n bytes of frames, which the agent
@@ -485,8 +492,10 @@ var newTmpToken = func() string {
 // ignored). A d that is a symlink, or exists and is not a directory owned
 // by the user, is refused at once.
 //
-//  1. Fast path. The script picks the expected agent hash h for
-//     `uname -sm` (no uname when the master remembers the host's platform)
+//  1. Fast path. The script picks the expected agent hash h for the
+//     host's platform (platformLine: what `uname -sm` prints, read from
+//     /proc/sys/kernel where Linux has it; not looked up when the master
+//     remembers the host's platform)
 //     and runs d/h if it is a regular file, not a symlink, owned by the
 //     user, in a directory owned by the user, executable, and its SHA-256
 //     is h. The hash is computed once: the stamp d/h.ok then records the
@@ -548,7 +557,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		fmt.Fprintf(&cases, "%q) h=%s;; ", u, b.hash)
 	}
 	detect := []string{
-		`p=$(uname -sm)`,
+		platformLine(s.opts.kernelInfo),
 		`case "$p" in ` + cases.String() + `*) h=none;; esac`,
 	}
 	if known != nil {
@@ -651,7 +660,7 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`set -C`,
 		`m=$( : 2>&1 >"$t" ) || x "cannot write in the agent cache directory $d: $(echo $m); set AgentOptions.CacheDir to a writable directory"`,
 		`set +C`,
-		`[ -n "$p" ] || p=$(uname -sm)`,
+		`[ -n "$p" ] || `+platformLine(s.opts.kernelInfo),
 		// Asked for at once: the master's first frames, which come before
 		// the upload on stdin, are discarded after (y), so that the
 		// question does not wait for them (on OpenSSH, a round trip after
@@ -680,6 +689,21 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`e "$a"`,
 	)
 	return strings.Join(parts, "; "), nil
+}
+
+// platformLine is the script's step that sets p to what `uname -sm` prints
+// for the host ("Linux x86_64"). Linux publishes the same two words as
+// kernel.ostype and kernel.arch (the latter in kernels of recent years), which the
+// shell's own read takes from dir (empty: /proc/sys/kernel) without the
+// fork and exec of uname, about a millisecond of the host's CPU on every
+// cold start; elsewhere, or if either file is missing, uname runs. The two
+// differ only under a 32-bit personality (linux32), where uname names the
+// 32-bit machine and arch the kernel's: the 64-bit agent runs there too.
+func platformLine(dir string) string {
+	if dir == "" {
+		dir = "/proc/sys/kernel"
+	}
+	return `{ read -r p <"` + dir + `/ostype" && read -r a <"` + dir + `/arch" && p="$p $a"; } 2>/dev/null || p=$(uname -sm)`
 }
 
 // command is the exec request sent to sshd for a connection to t (nil when

@@ -249,30 +249,48 @@ func TestPlatformEndToEnd(t *testing.T) {
 	l := newBootLab(t)
 	plan9, _ := fakeUname(t, "Plan9 mips")
 	counted, calls := fakeUname(t, "")
+	procCounted, procCalls := fakeUname(t, "")
 	for _, s := range []sshdtest.Options{
 		{Name: "plan9", ExtraConfig: []string{"SetEnv PATH=" + plan9 + ":/usr/bin:/bin"}},
 		{Name: "counted", ExtraConfig: []string{"SetEnv PATH=" + counted + ":/usr/bin:/bin"}},
+		{Name: "proc", ExtraConfig: []string{"SetEnv PATH=" + procCounted + ":/usr/bin:/bin"}},
 	} {
 		if _, err := l.AddServer(s); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// Without kernel files to read (hosts that are not Linux), the
+	// bootstrap asks uname.
+	noKernelInfo := remote.WithKernelInfo(remote.AgentOptions{}, filepath.Join(t.TempDir(), "absent"))
+	here := runtime.GOOS + "/" + runtime.GOARCH // the master's own platform, the only one it has
 	t.Run("unknown", func(t *testing.T) {
-		here := runtime.GOOS + "/" + runtime.GOARCH // the master's own platform, the only one it has
-		b := mustFail(t, l, "plan9", remote.AgentOptions{}, `no agent binary for platform "Plan9 mips"; available: `+here, "make agents")
+		b := mustFail(t, l, "plan9", noKernelInfo, `no agent binary for platform "Plan9 mips"; available: `+here, "make agents")
+		if b.uploads != 0 {
+			t.Errorf("uploaded %d times to a host of an unknown platform", b.uploads)
+		}
+	})
+	t.Run("unknown from kernel files", func(t *testing.T) {
+		dir := t.TempDir()
+		for name, v := range map[string]string{"ostype": "Plan9\n", "arch": "amd64\n"} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The host's uname would say "Plan9 mips": the files come first.
+		b := mustFail(t, l, "plan9", remote.WithKernelInfo(remote.AgentOptions{}, dir), `no agent binary for platform "Plan9 amd64"; available: `+here)
 		if b.uploads != 0 {
 			t.Errorf("uploaded %d times to a host of an unknown platform", b.uploads)
 		}
 	})
 	t.Run("remembered", func(t *testing.T) {
-		first := mustBoot(t, l, "counted", remote.AgentOptions{})
+		first := mustBoot(t, l, "counted", noKernelInfo)
 		n := countLines(calls)
 		if first.uploads != 1 || n != 1 {
 			t.Fatalf("first connection: %d uploads, %d uname calls; want 1 and 1 (detection in the bootstrap)", first.uploads, n)
 		}
 		// Same process, new pool: the platform is remembered, the cached
 		// agent found without asking uname.
-		if b := mustBoot(t, l, "counted", remote.AgentOptions{}); b.uploads != 0 {
+		if b := mustBoot(t, l, "counted", noKernelInfo); b.uploads != 0 {
 			t.Fatalf("second connection uploaded %d times", b.uploads)
 		}
 		if n := countLines(calls); n != 1 {
@@ -281,11 +299,30 @@ func TestPlatformEndToEnd(t *testing.T) {
 		// A host whose cache was wiped: detected again, and served.
 		srv := l.Server("counted")
 		os.RemoveAll(filepath.Join(srv.CacheDir, "toworker"))
-		if b := mustBoot(t, l, "counted", remote.AgentOptions{}); b.uploads != 1 {
+		if b := mustBoot(t, l, "counted", noKernelInfo); b.uploads != 1 {
 			t.Fatalf("after wiping the cache: %d uploads, want 1", b.uploads)
 		}
 		if n := countLines(calls); n != 2 {
 			t.Errorf("uname ran %d times in all, want twice (once more before the upload)", n)
+		}
+	})
+	t.Run("read from /proc", func(t *testing.T) {
+		// Where this kernel publishes kernel.arch, the bootstrap reads
+		// the platform instead of running uname, on the first-ever start
+		// as before an upload; elsewhere it runs uname each time.
+		want := 0
+		if _, err := os.Stat("/proc/sys/kernel/arch"); err != nil {
+			want = 1
+		}
+		srv := l.Server("proc")
+		for i := 1; i <= 2; i++ {
+			if b := mustBoot(t, l, "proc", remote.AgentOptions{}); b.uploads != 1 {
+				t.Fatalf("start %d with the cache wiped: %d uploads, want 1", i, b.uploads)
+			}
+			if n := countLines(procCalls); n != i*want {
+				t.Errorf("after start %d, uname ran %d times; want %d", i, n, i*want)
+			}
+			os.RemoveAll(filepath.Join(srv.CacheDir, "toworker"))
 		}
 	})
 }
