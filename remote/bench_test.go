@@ -19,7 +19,7 @@ import (
 
 // benchPool starts a pool connected to h1 whose output is discarded, and
 // warms it: the connection is made and a worker is started.
-func benchPool(b *testing.B, cfg remote.PoolConfig) *remote.Pool {
+func benchPool(b testing.TB, cfg remote.PoolConfig) *remote.Pool {
 	b.Helper()
 	cfg.Hosts = []string{"h1"}
 	cfg.SSH.ConfigFile = lab.ConfigFile
