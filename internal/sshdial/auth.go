@@ -193,7 +193,7 @@ func buildAuth(t *Target, o *Options) (*authState, error) {
 			continue
 		}
 		fk.data = data
-		signer, err := ssh.ParsePrivateKey(data)
+		signer, err := parsePrivateKey(data)
 		var pm *ssh.PassphraseMissingError
 		switch {
 		case err == nil:

@@ -1,8 +1,6 @@
 package sshdial
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -97,7 +95,8 @@ type hostKeyChecker struct {
 	err error // the HostKeyError returned to the handshake
 }
 
-// newHostKeyChecker reads the known_hosts files of t that exist.
+// newHostKeyChecker reads the known_hosts files of t that exist (parsing
+// them again only when they changed: knownHosts).
 func newHostKeyChecker(t *Target, o *Options) (*hostKeyChecker, error) {
 	name, port := t.HostName, t.Port
 	if t.HostKeyAlias != "" {
@@ -112,30 +111,11 @@ func newHostKeyChecker(t *Target, o *Options) (*hostKeyChecker, error) {
 	if o.Stdin != nil && !t.BatchMode && term.IsTerminal(int(o.Stdin.Fd())) {
 		hk.tty = o.Stdin
 	}
-	var files []string
-	for _, f := range append(append([]string(nil), t.UserKnownHostsFiles...), t.GlobalKnownHostsFiles...) {
-		if st, err := os.Stat(f); err == nil && !st.IsDir() {
-			files = append(files, f)
-		}
+	cb, err := knownHosts(append(append([]string(nil), t.UserKnownHostsFiles...), t.GlobalKnownHostsFiles...), hk.warn)
+	if err != nil {
+		return nil, err
 	}
-	// ssh skips what it cannot parse; knownhosts.New fails on a file
-	// without any valid line. Leave such files out, with a warning.
-	good := files[:0]
-	for _, f := range files {
-		if _, err := knownhosts.New(f); err != nil {
-			fmt.Fprintf(hk.warn, "Warning: ignoring known hosts file %s: %v\n", f, err)
-			continue
-		}
-		good = append(good, f)
-	}
-	files = good
-	if len(files) > 0 {
-		cb, err := knownhosts.New(files...)
-		if err != nil {
-			return nil, fmt.Errorf("sshdial: reading known hosts: %w", err)
-		}
-		hk.cb = cb
-	}
+	hk.cb = cb
 	return hk, nil
 }
 
@@ -159,12 +139,8 @@ func (hk *hostKeyChecker) algorithms() []string {
 	if hk.cb == nil {
 		return nil
 	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil
-	}
-	probe, err := ssh.NewPublicKey(priv.Public())
-	if err != nil {
+	probe := probeKey()
+	if probe == nil {
 		return nil
 	}
 	var ke *knownhosts.KeyError
