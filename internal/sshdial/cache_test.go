@@ -43,9 +43,9 @@ func TestKnownHostsCache(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cb, err := knownHosts(files, &warn)
+			kh, err := knownHosts(files, &warn)
 			if err == nil {
-				err = checkHost(cb, "a.example:22", k1)
+				err = checkHost(kh.cb, "a.example:22", k1)
 			}
 			if err != nil {
 				errs <- err
@@ -81,10 +81,11 @@ func TestKnownHostsCache(t *testing.T) {
 	if st2, _ := os.Stat(good); st2.Size() != st.Size() || !st2.ModTime().Equal(st.ModTime()) {
 		t.Fatalf("the rewrite changed size or mtime (%d %v → %d %v): the test needs them equal", st.Size(), st.ModTime(), st2.Size(), st2.ModTime())
 	}
-	cb, err := knownHosts(files, &warn)
+	kh, err := knownHosts(files, &warn)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cb := kh.cb
 	var ke *knownhosts.KeyError
 	if err := checkHost(cb, "a.example:22", k1); !errors.As(err, &ke) || len(ke.Want) != 1 {
 		t.Fatalf("the replaced key: %v, want a KeyError naming the new key", err)
@@ -100,18 +101,18 @@ func TestKnownHostsCache(t *testing.T) {
 	if err := os.WriteFile(files[2], []byte(knownhosts.Line([]string{"b.example:22"}, k1)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if cb, err = knownHosts(files, &warn); err != nil {
+	if kh, err = knownHosts(files, &warn); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkHost(cb, "b.example:22", k1); err != nil {
+	if err := checkHost(kh.cb, "b.example:22", k1); err != nil {
 		t.Fatalf("a host of a file created since: %v", err)
 	}
 	// And one that goes away no longer counts.
 	os.Remove(files[2])
-	if cb, err = knownHosts(files, &warn); err != nil {
+	if kh, err = knownHosts(files, &warn); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkHost(cb, "b.example:22", k1); !errors.As(err, &ke) || len(ke.Want) != 0 {
+	if err := checkHost(kh.cb, "b.example:22", k1); !errors.As(err, &ke) || len(ke.Want) != 0 {
 		t.Fatalf("a host of a removed file: %v, want unknown", err)
 	}
 }
@@ -248,4 +249,71 @@ func BenchmarkHostKeysAndIdentity(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestRecordedKeyShortcut checks that skipping the callback's second
+// lookup for a recorded key (hostKeyChecker.recorded) never changes what
+// is accepted: for each known_hosts, the checker's verdict on the key the
+// server shows is the callback's own.
+func TestRecordedKeyShortcut(t *testing.T) {
+	_, k1 := randomKey(t)
+	_, k2 := randomKey(t)
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := ssh.NewSignerFromKey(rk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k3 := rs.PublicKey()
+	line := func(host string, k ssh.PublicKey) string { return knownhosts.Line([]string{host}, k) }
+	key := func(k ssh.PublicKey) string { return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))) }
+	for _, tt := range []struct {
+		name     string
+		lines    []string
+		shown    ssh.PublicKey
+		accept   bool
+		shortcut bool // recorded() answers, without the second lookup
+	}{
+		{"recorded", []string{line("a.example", k1)}, k1, true, true},
+		{"changed", []string{line("a.example", k1)}, k2, false, false},
+		{"other type recorded", []string{line("a.example", k3)}, k1, false, false},
+		{"second of two lines", []string{line("a.example", k2), line("a.example", k1)}, k1, true, true},
+		{"two types", []string{line("a.example", k3), line("a.example", k1)}, k3, true, true},
+		{"other host's key", []string{line("b.example", k1)}, k1, false, false},
+		{"hashed", []string{knownhosts.HashHostname("a.example") + " " + key(k1)}, k1, true, true},
+		{"pattern", []string{"*.example " + key(k1)}, k1, true, true},
+		{"negated pattern", []string{"!a.example,*.example " + key(k1)}, k1, false, false},
+		{"revoked and recorded", []string{line("a.example", k1), "@revoked * " + key(k1)}, k1, false, false},
+		{"other key revoked", []string{line("a.example", k1), "@revoked * " + key(k2)}, k1, true, false},
+		{"revoked in a comment only", []string{"# @revoked ones go below", line("a.example", k1)}, k1, true, false},
+		{"CA beside the key", []string{"@cert-authority *.example " + key(k2), line("a.example", k1)}, k1, true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := writeKnownHosts(t, tt.lines...)
+			tg := &Target{Alias: "a", HostName: "a.example", Port: 22, UserKnownHostsFiles: []string{f}, StrictHostKeyChecking: "yes"}
+			hk, err := newHostKeyChecker(tg, &Options{Warn: io.Discard})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hk.algorithms()
+			cb, err := knownhosts.New(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := cb(hk.lookup, lookupAddr(hk.lookup), tt.shown)
+			got := hk.verify(tt.shown)
+			if (got == nil) != (want == nil) || (got == nil) != tt.accept {
+				t.Fatalf("checker: %v; callback: %v; want accepted %v", got, want, tt.accept)
+			}
+			if r := hk.recorded(tt.shown); r != tt.shortcut {
+				t.Errorf("recorded() = %v, want %v", r, tt.shortcut)
+			}
+			var re *knownhosts.RevokedError
+			if errors.As(want, &re) && !errors.As(got, &re) {
+				t.Errorf("checker: %v, want the callback's RevokedError", got)
+			}
+		})
+	}
 }

@@ -297,6 +297,23 @@ func TestDialLab(t *testing.T) {
 		}
 	})
 
+	t.Run("revoked key refused", func(t *testing.T) {
+		// Recorded for the host and revoked: refused, as by ssh.
+		key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(h1.HostKey)))
+		kh := writeKnownHosts(t, knownhosts.Line([]string{h1.Addr()}, h1.HostKey), "@revoked * "+key)
+		o := base
+		o.Options = []string{"UserKnownHostsFile=" + kh}
+		_, err := connect(t, "h1", o)
+		var hke *HostKeyError
+		var re *knownhosts.RevokedError
+		if !errors.As(err, &hke) || !errors.As(err, &re) || hke.File != kh || hke.Line != 2 {
+			t.Fatalf("got %v (%+v), want a HostKeyError for the revoked key at %s:2", err, hke, kh)
+		}
+		if !strings.Contains(err.Error(), "revoked") {
+			t.Errorf("error %q does not say the key is revoked", err)
+		}
+	})
+
 	t.Run("hashed known_hosts and HostKeyAlias", func(t *testing.T) {
 		hashed := writeKnownHosts(t, knownhosts.HashHostname(knownhosts.Normalize(h1.Addr()))+" "+
 			strings.TrimSpace(string(ssh.MarshalAuthorizedKey(h1.HostKey))))

@@ -28,11 +28,13 @@ var knownHostsCache struct {
 }
 
 // knownHostsEntry is one parse: the contents of each candidate file (nil
-// for one that does not exist or is a directory) and the callback of those
-// that parsed (nil when there were none).
+// for one that does not exist or is a directory), the callback of those
+// that parsed (nil when there were none), and whether any file has an
+// @revoked line.
 type knownHostsEntry struct {
-	data [][]byte
-	cb   ssh.HostKeyCallback
+	data    [][]byte
+	cb      ssh.HostKeyCallback
+	revokes bool
 }
 
 // maxKnownHostsSets bounds knownHostsCache; a process rarely uses more
@@ -111,17 +113,17 @@ func sameFile(f string, want, buf []byte) bool {
 	}
 }
 
-// knownHosts returns the callback for the known_hosts files among files
-// that exist, or nil if none does or parses. Like
+// knownHosts returns the entry for the known_hosts files among files that
+// exist; its callback is nil if none does or parses. Like
 // ssh, a file without any valid line is left out with a warning to warn;
 // the warning comes again only when the files change.
-func knownHosts(files []string, warn io.Writer) (ssh.HostKeyCallback, error) {
+func knownHosts(files []string, warn io.Writer) (*knownHostsEntry, error) {
 	key := strings.Join(files, "\x00")
 	knownHostsCache.mu.Lock()
 	e := knownHostsCache.m[key]
 	knownHostsCache.mu.Unlock()
 	if e != nil && unchanged(files, e.data) {
-		return e.cb, nil
+		return e, nil
 	}
 
 	// Parse under the lock that appends take, so that a line being added
@@ -135,7 +137,7 @@ func knownHosts(files []string, warn io.Writer) (ssh.HostKeyCallback, error) {
 	e = knownHostsCache.m[key]
 	knownHostsCache.mu.Unlock()
 	if e != nil && sameContents(e.data, data) {
-		return e.cb, nil
+		return e, nil
 	}
 	var good []string
 	for i, f := range files {
@@ -149,6 +151,11 @@ func knownHosts(files []string, warn io.Writer) (ssh.HostKeyCallback, error) {
 		good = append(good, f)
 	}
 	e = &knownHostsEntry{data: data}
+	for _, b := range data {
+		// knownhosts reads a marker only as this exact word; any
+		// occurrence, even in a comment, counts.
+		e.revokes = e.revokes || bytes.Contains(b, []byte("@revoked"))
+	}
 	if len(good) > 0 {
 		cb, err := knownhosts.New(good...)
 		if err != nil {
@@ -158,7 +165,7 @@ func knownHosts(files []string, warn io.Writer) (ssh.HostKeyCallback, error) {
 	}
 	if !sameContents(data, readKnownHostsFiles(files)) {
 		// Changed while being parsed: use it for this connection only.
-		return e.cb, nil
+		return e, nil
 	}
 	knownHostsCache.mu.Lock()
 	if knownHostsCache.m == nil || len(knownHostsCache.m) >= maxKnownHostsSets {
@@ -166,7 +173,7 @@ func knownHosts(files []string, warn io.Writer) (ssh.HostKeyCallback, error) {
 	}
 	knownHostsCache.m[key] = e
 	knownHostsCache.mu.Unlock()
-	return e.cb, nil
+	return e, nil
 }
 
 // probeKey is a public key that no known_hosts file holds, looked up to

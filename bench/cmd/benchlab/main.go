@@ -175,6 +175,11 @@ func bench(ctx context.Context, rep *Report, pp params, n int, rtt time.Duration
 		{"calls", func() { e.callFigures(pp) }},
 		{"throughput", func() { e.echoFigure(pp) }},
 		{"fanout", func() { e.fanoutFigure(pp, pdshNote) }},
+		{"fanout", func() {
+			if !e.smoke {
+				e.bigKnownHostsFigure(pp)
+			}
+		}},
 		{"fleet", func() { e.uploadFigure(e.twPath(tw)) }},
 		{"slow", func() { e.slowFigures(pp) }},
 	}
