@@ -15,6 +15,9 @@
 // accumulate; command-line Options come before the files. A parsed
 // configuration is reused by resolutions within 2 seconds (a fan-out parses
 // it once) unless a file it read changed size or modification time.
+// known_hosts files are parsed once per process and again only when their
+// bytes differ from those parsed (each Dial compares them); identity files
+// once per distinct contents.
 //
 // # Supported keywords
 //
