@@ -62,7 +62,8 @@ type Client struct {
 	// Target is the host this client is connected to.
 	Target *Target
 
-	jumps     []*Client // ProxyJump hops, first hop first
+	jumps     []*Client   // ProxyJump hops, first hop first
+	jump      *sharedJump // the last hop, held while this client is open
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -70,7 +71,8 @@ type Client struct {
 }
 
 // Close closes the connection, stops and joins its keepalive goroutine, and
-// closes every ProxyJump hop (last hop first). It is idempotent.
+// lets go of its ProxyJump hops, which close (last hop first) unless
+// another connection still goes through them. It is idempotent.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.stop)
@@ -79,8 +81,8 @@ func (c *Client) Close() error {
 			err = nil
 		}
 		c.wg.Wait()
-		for i := len(c.jumps) - 1; i >= 0; i-- {
-			c.jumps[i].Close()
+		if c.jump != nil {
+			c.jump.release()
 		}
 		c.closeErr = err
 	})
@@ -108,51 +110,46 @@ func dial(ctx context.Context, t *Target, o *Options, via *Client) (*Client, err
 	if err := ctx.Err(); err != nil {
 		return nil, &DialError{Host: t.Alias, Addr: targetAddr(t), Err: err, ctxErr: err}
 	}
-	var jumps []*Client
-	closeJumps := func() {
-		for i := len(jumps) - 1; i >= 0; i-- {
-			jumps[i].Close()
+	if via != nil || len(t.ProxyJump) == 0 {
+		return dialOne(ctx, t, o, via)
+	}
+	if o.depth >= maxJumpDepth {
+		return nil, fmt.Errorf("sshdial: %s: too many nested ProxyJump hosts", t.Alias)
+	}
+	hops := make([]jumpHop, len(t.ProxyJump))
+	for i, spec := range t.ProxyJump {
+		h, err := parseHop(spec)
+		if err != nil {
+			return nil, fmt.Errorf("sshdial: %s: ProxyJump %s: %v", t.Alias, spec, err)
+		}
+		ho := Options{
+			ConfigFile: o.ConfigFile, HomeDir: o.HomeDir, Warn: o.Warn, Stdin: o.Stdin,
+			User: h.User, Port: h.Port, noProxy: i > 0, depth: o.depth + 1,
+		}
+		ht, err := Resolve(h.Host, ho)
+		if err != nil {
+			return nil, fmt.Errorf("sshdial: jump host %s: %w", spec, err)
+		}
+		hops[i] = jumpHop{spec: spec, target: ht, opts: ho}
+	}
+	for attempt := 0; ; attempt++ {
+		j, err := acquireJump(ctx, hops)
+		if err != nil {
+			return nil, err
+		}
+		c, err := dialOne(ctx, t, o, j.c)
+		if err == nil {
+			c.jumps, c.jump = j.chain(), j
+			return c, nil
+		}
+		// Through a shared hop that broke since it was opened: once more,
+		// through a new one.
+		again := attempt == 0 && ctx.Err() == nil && j.broken()
+		j.release()
+		if !again {
+			return nil, err
 		}
 	}
-	if via == nil && len(t.ProxyJump) > 0 {
-		if o.depth >= maxJumpDepth {
-			return nil, fmt.Errorf("sshdial: %s: too many nested ProxyJump hosts", t.Alias)
-		}
-		for i, spec := range t.ProxyJump {
-			h, err := parseHop(spec)
-			if err != nil {
-				closeJumps()
-				return nil, fmt.Errorf("sshdial: %s: ProxyJump %s: %v", t.Alias, spec, err)
-			}
-			ho := Options{
-				ConfigFile: o.ConfigFile, HomeDir: o.HomeDir, Warn: o.Warn, Stdin: o.Stdin,
-				User: h.User, Port: h.Port, noProxy: i > 0, depth: o.depth + 1,
-			}
-			ht, err := Resolve(h.Host, ho)
-			if err != nil {
-				closeJumps()
-				return nil, fmt.Errorf("sshdial: jump host %s: %w", spec, err)
-			}
-			var prev *Client
-			if i > 0 {
-				prev = jumps[i-1]
-			}
-			hc, err := dial(ctx, ht, &ho, prev)
-			if err != nil {
-				closeJumps()
-				return nil, fmt.Errorf("sshdial: jump host %s: %w", spec, err)
-			}
-			jumps = append(jumps, hc)
-		}
-		via = jumps[len(jumps)-1]
-	}
-	c, err := dialOne(ctx, t, o, via)
-	if err != nil {
-		closeJumps()
-		return nil, err
-	}
-	c.jumps = jumps
-	return c, nil
 }
 
 func targetAddr(t *Target) string {

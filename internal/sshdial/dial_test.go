@@ -458,6 +458,73 @@ func TestDialLab(t *testing.T) {
 		}
 	})
 
+	t.Run("ProxyJump shared", func(t *testing.T) {
+		if lab.Server("h3") == nil {
+			if _, err := lab.AddServer(sshdtest.Options{Name: "h3"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		o := base
+		o.JumpHosts = "h1"
+		// Two connections at once through h1: one connection to h1.
+		cs := make([]*Client, 2)
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i, h := range []string{"h2", "h3"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cs[i], errs[i] = connect(t, h, o)
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+		}
+		if cs[0].jumps[0] != cs[1].jumps[0] {
+			t.Fatalf("h2 and h3 went through two connections to h1 (%p, %p), want one", cs[0].jumps[0], cs[1].jumps[0])
+		}
+		for _, c := range cs {
+			if out := run(t, c, "echo ok"); out != "ok\n" {
+				t.Fatalf("echo ok printed %q", out)
+			}
+		}
+		jump := cs[0].jumps[0]
+		open := func() bool { _, _, err := jump.SendRequest("x", true, nil); return err == nil }
+		// Closing one leaves the hop to the other.
+		cs[0].Close()
+		if !open() {
+			t.Fatal("the hop closed while h3 still went through it")
+		}
+		if out := run(t, cs[1], "echo ok"); out != "ok\n" {
+			t.Fatalf("h3 after h2 closed: echo ok printed %q", out)
+		}
+		cs[1].Close()
+		if open() {
+			t.Fatal("the hop is still open after every connection through it closed")
+		}
+
+		// A hop that breaks is not handed out again: the next connection
+		// opens a new one.
+		c := mustConnect(t, "h2", o)
+		broken := c.jumps[0]
+		if broken == jump {
+			t.Fatal("a closed hop was handed out again")
+		}
+		broken.Client.Close()
+		c2 := mustConnect(t, "h3", o)
+		if c2.jumps[0] == broken {
+			t.Fatal("a broken hop was handed out again")
+		}
+		if out := run(t, c2, "echo ok"); out != "ok\n" {
+			t.Fatalf("through the new hop: echo ok printed %q", out)
+		}
+		c.Close()
+		c2.Close()
+	})
+
 	t.Run("ProxyJump to a host reachable only through the jump", func(t *testing.T) {
 		// inner's sshd admits only connections from 127.0.0.1, which is
 		// where h1's sshd forwards from; the master itself connects from
