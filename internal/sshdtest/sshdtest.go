@@ -342,6 +342,16 @@ func (l *Lab) Connections() int {
 	return countConnectionHandlers(listeners)
 }
 
+// Connections returns how many client connections s's sshd is handling
+// now (as Lab.Connections, for this server alone).
+func (s *Server) Connections() int {
+	pid := s.PID()
+	if pid <= 0 {
+		return 0
+	}
+	return countConnectionHandlers(map[int]bool{pid: true})
+}
+
 // Server returns the server with the given alias, or nil.
 func (l *Lab) Server(name string) *Server {
 	l.mu.Lock()

@@ -386,6 +386,9 @@ func TestConnections(t *testing.T) {
 	if n := l.Connections(); n != 3 {
 		t.Errorf("Connections with 3 clients = %d", n)
 	}
+	if n1, n2 := l.Server("h1").Connections(), l.Server("h2").Connections(); n1 != 1 || n2 != 2 {
+		t.Errorf("per server: h1 %d, h2 %d; want 1 and 2", n1, n2)
+	}
 	for _, c := range clients {
 		c.Close()
 	}
