@@ -178,6 +178,7 @@ func bench(ctx context.Context, rep *Report, pp params, n int, rtt time.Duration
 		{"fanout", func() {
 			if !e.smoke {
 				e.bigKnownHostsFigure(pp)
+				e.jumpFigure(pp)
 			}
 		}},
 		{"fleet", func() { e.uploadFigure(e.twPath(tw)) }},
