@@ -93,5 +93,8 @@
 //     other traffic flows (ssh sends them only on an idle connection).
 //   - ProxyJump hops are dialed in-process over the previous hop's
 //     connection; like ssh's "ssh -J", a hop gets the -F file but not the
-//     other command-line options.
+//     other command-line options. Connections made through the same hops
+//     (the same specs resolving to the same targets) share one connection
+//     to each hop while any of them is open, as with ssh's ControlMaster;
+//     each ssh -J makes its own.
 package sshdial
