@@ -2,6 +2,7 @@ package sshdial
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -367,6 +368,15 @@ func (l *lazySigner) PublicKey() ssh.PublicKey { return l.fk.pub }
 
 func (l *lazySigner) load() (ssh.Signer, error) {
 	l.once.Do(func() {
+		// One question at a time on the terminal, and one per key: the
+		// connections of a fan-out wait for the first one's answer.
+		terminalMu.Lock()
+		defer terminalMu.Unlock()
+		sum := sha256.Sum256(l.fk.data)
+		if s := decryptedKey(sum); s != nil {
+			l.signer = s
+			return
+		}
 		if l.tty == nil {
 			l.err = &KeyFileError{File: l.fk.file, Err: &encryptedError{l.fk.pm}}
 			return
@@ -382,6 +392,7 @@ func (l *lazySigner) load() (ssh.Signer, error) {
 			s, err := ssh.ParsePrivateKeyWithPassphrase(l.fk.data, pass)
 			if err == nil {
 				l.signer = s
+				keepDecryptedKey(sum, s)
 				return
 			}
 			if !errors.Is(err, x509.IncorrectPasswordError) {

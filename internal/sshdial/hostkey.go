@@ -308,6 +308,8 @@ func (hk *hostKeyChecker) recorded(key ssh.PublicKey) bool {
 // ask prompts on the terminal like ssh; it reports whether the user
 // accepted the key.
 func (hk *hostKeyChecker) ask(key ssh.PublicKey) bool {
+	terminalMu.Lock()
+	defer terminalMu.Unlock()
 	fp := ssh.FingerprintSHA256(key)
 	fmt.Fprintf(hk.warn, "The authenticity of host '%s (%s)' can't be established.\n%s key fingerprint is %s.\n",
 		hk.t.Alias, hk.knownName(), keyTypeName(key.Type()), fp)

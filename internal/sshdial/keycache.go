@@ -48,3 +48,32 @@ func parsePrivateKey(data []byte) (ssh.Signer, error) {
 	privateKeys.m[sum] = p
 	return p.signer, p.err
 }
+
+// terminalMu serializes the questions asked on the terminal (passphrases,
+// StrictHostKeyChecking=ask): the connections of a fan-out would otherwise
+// ask at once, their prompts and answers mixed.
+var terminalMu sync.Mutex
+
+// decryptedKeys keeps the signers of encrypted identity files decrypted
+// with a passphrase typed in this process, by the SHA-256 of the file, so
+// that the passphrase is asked once per process, as one ssh process asks
+// it once, and not once per connection.
+var decryptedKeys struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]ssh.Signer
+}
+
+func decryptedKey(sum [sha256.Size]byte) ssh.Signer {
+	decryptedKeys.mu.Lock()
+	defer decryptedKeys.mu.Unlock()
+	return decryptedKeys.m[sum]
+}
+
+func keepDecryptedKey(sum [sha256.Size]byte, s ssh.Signer) {
+	decryptedKeys.mu.Lock()
+	defer decryptedKeys.mu.Unlock()
+	if decryptedKeys.m == nil || len(decryptedKeys.m) >= maxPrivateKeys {
+		decryptedKeys.m = make(map[[sha256.Size]byte]ssh.Signer)
+	}
+	decryptedKeys.m[sum] = s
+}

@@ -67,6 +67,34 @@ func TestTerminalPrompts(t *testing.T) {
 		run(t, c, "true")
 	})
 
+	t.Run("passphrase asked once for connections at once", func(t *testing.T) {
+		master, slave := openPTY(t)
+		enc := writeKey(t, t.TempDir(), "id_enc", labKey(t, lab), "secret")
+		cfg := labConfig(t, lab, "IdentityFile "+enc, "BatchMode no")
+		var w syncBuffer
+		prompt := "Enter passphrase for key '" + enc + "'"
+		answer(t, master, &w, prompt, "secret")
+		const n = 3
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				c, err := connect(t, "h1", Options{ConfigFile: cfg, HomeDir: home, Stdin: slave, Warn: &w})
+				if err == nil {
+					c.Close()
+				}
+				errs <- err
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatalf("connection: %v\nterminal:\n%s", err, w.String())
+			}
+		}
+		if k := strings.Count(w.String(), prompt); k != 1 {
+			t.Fatalf("%d connections at once asked for the passphrase %d times, want once:\n%s", n, k, w.String())
+		}
+	})
+
 	t.Run("BatchMode never prompts", func(t *testing.T) {
 		_, slave := openPTY(t)
 		enc := writeKey(t, t.TempDir(), "id_enc", labKey(t, lab), "secret")
