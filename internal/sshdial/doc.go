@@ -17,7 +17,8 @@
 // it once) unless a file it read changed size or modification time.
 // known_hosts files are parsed once per process and again only when their
 // bytes differ from those parsed (each Dial compares them); identity files
-// once per distinct contents.
+// once per distinct contents. An encrypted identity file's passphrase is
+// asked once per process, and questions on the terminal one at a time.
 //
 // # Supported keywords
 //
