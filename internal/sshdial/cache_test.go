@@ -317,3 +317,18 @@ func TestRecordedKeyShortcut(t *testing.T) {
 		})
 	}
 }
+
+func TestKnownHostsDirectoryLeftOut(t *testing.T) {
+	// A directory named as a known_hosts file is left out silently, as by
+	// ssh, cached or not.
+	f := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.Mkdir(f, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var warn syncBuffer
+	for range 2 {
+		if kh, err := knownHosts([]string{f}, &warn); err != nil || kh.cb != nil || warn.String() != "" {
+			t.Fatalf("a directory as known_hosts: %+v, %v, %q", kh, err, warn.String())
+		}
+	}
+}

@@ -140,10 +140,12 @@ func knownHosts(files []string, warn io.Writer) (*knownHostsEntry, error) {
 		return e, nil
 	}
 	var good []string
-	for i, f := range files {
-		if data[i] == nil {
+	for _, f := range files {
+		if st, err := os.Stat(f); err != nil || st.IsDir() {
 			continue
 		}
+		// An unreadable file fails here, as it did before there was a
+		// cache, and is read (and warned about) again at each connection.
 		if _, err := knownhosts.New(f); err != nil {
 			fmt.Fprintf(warn, "Warning: ignoring known hosts file %s: %v\n", f, err)
 			continue
