@@ -50,8 +50,8 @@ var DiskFree = agent.Register("myfleet.diskfree", func(ctx context.Context, in D
 	out := DiskFreeOut{
 		Host:       callback.Host(ctx),
 		Path:       in.Path,
-		TotalBytes: st.Blocks * uint64(st.Bsize),
-		FreeBytes:  st.Bavail * uint64(st.Bsize),
+		TotalBytes: uint64(st.Blocks) * uint64(st.Bsize),
+		FreeBytes:  uint64(st.Bavail) * uint64(st.Bsize), // Bavail is signed on FreeBSD
 	}
 	if out.TotalBytes > 0 {
 		out.UsedPct = 100 * float64(out.TotalBytes-out.FreeBytes) / float64(out.TotalBytes)
