@@ -137,7 +137,8 @@ type agentBinary struct {
 	gzErr  error
 }
 
-// loadHash computes the binary's hash.
+// loadHash computes the binary's hash, or takes it from the master's
+// cache (cachedHash) while the file is the one hashed.
 func (b *agentBinary) loadHash() error {
 	b.hashOnce.Do(func() {
 		f, err := os.Open(b.path)
@@ -146,6 +147,17 @@ func (b *agentBinary) loadHash() error {
 			return
 		}
 		defer f.Close()
+		id := ""
+		if fi, err := f.Stat(); err == nil {
+			if fid, ok := fileIdentity(fi); ok {
+				id = b.path + "\x00" + fid
+			}
+		}
+		if h := readCachedHash(id); h != "" {
+			b.hash = h
+			b.hashed.Store(true)
+			return
+		}
 		h := sha256.New()
 		if _, err := io.Copy(h, f); err != nil {
 			b.hashErr = fmt.Errorf("read agent binary %s: %w", b.path, err)
@@ -153,8 +165,58 @@ func (b *agentBinary) loadHash() error {
 		}
 		b.hash = hex.EncodeToString(h.Sum(nil))
 		b.hashed.Store(true)
+		writeCachedHash(id, b.hash)
 	})
 	return b.hashErr
+}
+
+// The master also keeps the SHA-256 of its agents, so that a new master
+// process (each toworker CLI run) does not hash its 6-7 MiB binary again
+// (4-5 ms) before it can name the agent to the hosts. An entry is named by
+// the SHA-256 of the binary's path and identity (fileIdentity: device,
+// inode, size, modification and change times), so that a rebuilt or
+// rewritten binary misses it; the change time cannot be set back, so a
+// file cannot take on the identity of the one hashed. Were an entry wrong
+// all the same, a host would refuse the upload (it checks what it
+// receives against the hash), or the master would, when it compresses
+// the binary and finds another hash.
+const hashCacheKeep = 16 // entries kept, newest first
+
+// hashCacheName is the file name of the hash of the file with identity id.
+func hashCacheName(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "sha256-" + hex.EncodeToString(sum[:])
+}
+
+// readCachedHash returns the cached hash of the file with identity id, or
+// "" (also for an empty id: no identity known).
+func readCachedHash(id string) string {
+	dir, err := gzipCacheDir()
+	if err != nil || id == "" {
+		return ""
+	}
+	file := filepath.Join(dir, hashCacheName(id))
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return ""
+	}
+	h := strings.TrimSpace(string(b))
+	if _, err := hex.DecodeString(h); err != nil || len(h) != 2*sha256.Size {
+		return ""
+	}
+	now := time.Now()
+	os.Chtimes(file, now, now) // used: kept by writeCacheEntry's pruning
+	return h
+}
+
+// writeCachedHash stores hash as that of the file with identity id, best
+// effort, and removes the oldest entries beyond hashCacheKeep.
+func writeCachedHash(id, hash string) {
+	dir, err := gzipCacheDir()
+	if err != nil || id == "" || os.MkdirAll(dir, 0o700) != nil {
+		return
+	}
+	writeCacheEntry(dir, hashCacheName(id), []byte(hash+"\n"), "sha256-", hashCacheKeep)
 }
 
 // load computes the hash and the compressed upload. The hash is that of
@@ -245,12 +307,19 @@ func writeCachedGzip(hash string, gz []byte) {
 	if err != nil || os.MkdirAll(dir, 0o700) != nil {
 		return
 	}
+	writeCacheEntry(dir, gzipCacheName(hash, gz), gz, "", gzipCacheKeep)
+}
+
+// writeCacheEntry writes data to dir/name through a temporary file renamed
+// into place, then removes the oldest of the entries of its kind (names
+// starting with prefix and ending like name) beyond keep.
+func writeCacheEntry(dir, name string, data []byte, prefix string, keep int) {
 	f, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {
 		return
 	}
-	_, werr := f.Write(gz)
-	if cerr := f.Close(); werr != nil || cerr != nil || os.Rename(f.Name(), filepath.Join(dir, gzipCacheName(hash, gz))) != nil {
+	_, werr := f.Write(data)
+	if cerr := f.Close(); werr != nil || cerr != nil || os.Rename(f.Name(), filepath.Join(dir, name)) != nil {
 		os.Remove(f.Name())
 		return
 	}
@@ -262,14 +331,16 @@ func writeCachedGzip(hash string, gz []byte) {
 		name string
 		mod  time.Time
 	}
-	var gzs []aged
+	suffix := filepath.Ext(name)
+	var kind []aged
 	for _, e := range entries {
-		if fi, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".gz") && fi.Mode().IsRegular() {
-			gzs = append(gzs, aged{e.Name(), fi.ModTime()})
+		n := e.Name()
+		if fi, err := e.Info(); err == nil && strings.HasPrefix(n, prefix) && filepath.Ext(n) == suffix && !strings.HasPrefix(n, ".") && fi.Mode().IsRegular() {
+			kind = append(kind, aged{n, fi.ModTime()})
 		}
 	}
-	sort.Slice(gzs, func(i, j int) bool { return gzs[i].mod.After(gzs[j].mod) })
-	for _, g := range gzs[min(len(gzs), gzipCacheKeep):] {
+	sort.Slice(kind, func(i, j int) bool { return kind[i].mod.After(kind[j].mod) })
+	for _, g := range kind[min(len(kind), keep):] {
 		os.Remove(filepath.Join(dir, g.name))
 	}
 }
