@@ -2,20 +2,9 @@
 
 package remote
 
-import (
-	"fmt"
-	"os"
-	"syscall"
-)
+import "syscall"
 
-// fileIdentity names the file that fi describes as it is now: device,
-// inode, size, and modification and change times. Any write, rename over
-// it or chmod changes it, and the change time cannot be set back.
-func fileIdentity(fi os.FileInfo) (string, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return "", false
-	}
-	return fmt.Sprintf("%d:%d:%d:%d.%09d:%d.%09d", st.Dev, st.Ino, st.Size,
-		st.Mtimespec.Sec, st.Mtimespec.Nsec, st.Ctimespec.Sec, st.Ctimespec.Nsec), true
+// statTimes returns st's modification and change times.
+func statTimes(st *syscall.Stat_t) (mtime, ctime syscall.Timespec) {
+	return st.Mtimespec, st.Ctimespec
 }
