@@ -75,7 +75,9 @@ func sameContents(a, b [][]byte) bool {
 // would read them), reading each in pieces rather than whole: a large
 // known_hosts is compared without allocating a copy of it per connection.
 func unchanged(files []string, data [][]byte) bool {
-	var buf [32 << 10]byte
+	bp := compareBufs.Get().(*[]byte)
+	defer compareBufs.Put(bp)
+	buf := *bp
 	for i, f := range files {
 		st, err := os.Stat(f)
 		if err != nil || st.IsDir() {
@@ -84,12 +86,15 @@ func unchanged(files []string, data [][]byte) bool {
 			}
 			continue
 		}
-		if data[i] == nil || st.Size() != int64(len(data[i])) || !sameFile(f, data[i], buf[:]) {
+		if data[i] == nil || st.Size() != int64(len(data[i])) || !sameFile(f, data[i], buf) {
 			return false
 		}
 	}
 	return true
 }
+
+// compareBufs holds the buffers unchanged reads files into.
+var compareBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // sameFile reports whether the file f holds exactly want.
 func sameFile(f string, want, buf []byte) bool {
