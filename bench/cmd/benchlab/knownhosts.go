@@ -133,4 +133,3 @@ func (e *env) bigKnownHostsFigure(pp params) {
 		f.addNote(fmt.Sprintf("Client CPU per host (ms, the command with its children): %s. The file has %d hashed lines of other hosts (ed25519, ECDSA and RSA keys) before the lab's, hashed as well (HashKnownHosts yes, Debian's default).", strings.Join(parts, "; "), bigKnownHostsLines))
 	}
 }
-
