@@ -196,7 +196,8 @@ var runCommand = &command{
 	short: "run a shell command on every host",
 	long: `Runs COMMAND on every host, in parallel, through the agent's built-in exec
 function. The words are joined with spaces and run by /bin/sh -c, as ssh and
-pdsh do, so quote for the remote shell. Flags end at the first word of the
+pdsh do, so quote for the remote shell (a command of plain words that names
+a program, like "uptime", is run directly, as sh would). Flags end at the first word of the
 command (or at --). Output lines arrive as "host: line", stdout on stdout and
 stderr on stderr; the exit status, signal or timeout of each host is in the
 summary on stderr. The command runs in the login directory unless -C is given,

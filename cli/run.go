@@ -18,17 +18,13 @@ type runTask struct {
 }
 
 func (t *runTask) job(host string) remote.Job {
-	cmd := t.command
-	if t.chdir == "" {
-		// The agent runs jobs in /; ssh runs commands in the login
-		// directory (and stays in / when that fails).
-		cmd = "cd 2>/dev/null; " + cmd
-	}
+	// The agent runs jobs in /; ssh runs commands in the login directory
+	// (and stays in / when that fails).
 	return remote.Job{
 		Func:  agent.Exec.Name(),
 		Desc:  "run",
 		Chdir: t.chdir,
-		Data:  agent.ExecIn{Command: cmd, Env: t.env},
+		Data:  agent.ExecIn{Command: t.command, Env: t.env, InHome: t.chdir == ""},
 	}
 }
 

@@ -362,7 +362,11 @@ func parentPID(pid int) int {
 	if err != nil {
 		return 0
 	}
-	s := string(b)
+	return ppidOfStat(string(b))
+}
+
+// ppidOfStat is the ppid field of a /proc/<pid>/stat line, or 0.
+func ppidOfStat(s string) int {
 	// After "pid (comm) ": state, ppid, …
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(f) < 2 {

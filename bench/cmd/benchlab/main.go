@@ -43,6 +43,7 @@ func run() int {
 		prof    = flag.String("cpuprofile", "", "directory to write a CPU profile of each in-process measurement into")
 		only    = flag.String("only", "", "comma-separated groups to run: cold,calls,throughput,fanout,fleet,slow (default all)")
 		install = flag.Bool("install", true, "install pdsh with apt-get when missing (root only; not in smoke mode)")
+		hold    = flag.Bool("hold", false, "start the lab, print how to reach it, and keep it until interrupted (for profiling by hand); measures nothing")
 	)
 	flag.Parse()
 	pp := fullParams
@@ -71,6 +72,9 @@ func run() int {
 	start := time.Now()
 	rep := &Report{Date: start.UTC().Format(time.RFC3339), Mode: mode, Hosts: n, RTTms: float64(*rttFlag) / float64(time.Millisecond)}
 	code := 0
+	if *hold {
+		*only = "hold"
+	}
 	if err := bench(ctx, rep, pp, n, *rttFlag, *tw, *prof, *only, *install && !*smoke); err != nil {
 		fmt.Fprintln(os.Stderr, "benchlab:", err)
 		rep.Errors = append(rep.Errors, err.Error())
@@ -165,6 +169,11 @@ func bench(ctx context.Context, rep *Report, pp params, n int, rtt time.Duration
 	fmt.Fprintf(os.Stderr, "benchlab: %s mode, %d hosts; priming agent caches\n", rep.Mode, n)
 	if err := e.prime(); err != nil {
 		return err
+	}
+	if only == "hold" {
+		fmt.Fprintf(os.Stderr, "benchlab: lab up with agents cached; until interrupted:\n  export HOME=%s\n  ssh -F %s h1 true\n  %s run -F %s -H h[1-%d] -- true\n", e.lab.HomeDir, e.cfg, e.tw, e.cfg, n)
+		<-ctx.Done()
+		return nil
 	}
 	steps := []struct {
 		group string
