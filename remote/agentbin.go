@@ -570,10 +570,16 @@ var newTmpToken = func() string {
 //     and runs d/h if it is a regular file, not a symlink, owned by the
 //     user, in a directory owned by the user, executable, and its SHA-256
 //     is h. The hash is computed once: the stamp d/h.ok then records the
-//     file's device, inode, size, mtime and ctime, and while `stat` reports
-//     the same the file has not been written, replaced or re-moded since it
-//     was verified (ctime cannot be set back by a user). Before the exec
-//     the stamp is rewritten (its mtime = last use, for pruning). Otherwise it tries the same in the fallback directory
+//     file's inode, size, mtime and ctime, and while `stat` reports the
+//     same the file has not been written, replaced or re-moded since it was
+//     verified (ctime cannot be set back by a user). The device number is
+//     left out: hosts that share a home directory over NFS see one file
+//     under device numbers of their own, and would each find the others'
+//     stamp wrong. Before the exec the stamp is rewritten in place, never
+//     truncated (1<>), so that a connection reading it at that moment, on
+//     this host or another sharing the directory, reads it whole; its mtime
+//     is then the last use, for pruning. Otherwise it tries the same in the
+//     fallback directory
 //     ${TMPDIR:-/tmp}/toworker-<uid> (where agents go when d is on a noexec
 //     file system), printing a "toworker-note" line when it runs from there.
 //  2. Otherwise it prepares the upload before asking for it, so that the
@@ -699,9 +705,9 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		// the file keeps that identity and ctime (which every write,
 		// rename or chmod updates, and no user can set back), it is the
 		// same verified file and is not hashed again.
-		`st() { s=$(stat -c "%d:%i:%s:%Y:%Z" "$1" 2>/dev/null || stat -f "%d:%i:%z:%m:%c" "$1" 2>/dev/null); }`,
+		`st() { s=$(stat -c "%i:%s:%Y:%Z" "$1" 2>/dev/null || stat -f "%i:%z:%m:%c" "$1" 2>/dev/null); }`,
 		`g() { if [ -L "$1" ] || [ -L "$2" ] || [ -L "$1.ok" ]; then return 1; fi; [ -f "$1" ] && [ -O "$1" ] && [ -O "$2" ] && [ -x "$1" ] || return 1; st "$1"; if [ -n "$s" ] && [ -f "$1.ok" ] && read -r o < "$1.ok" && [ "$o" = "$s" ]; then return 0; fi; k "$1" "$h"; }`,
-		`e() { [ -n "$s" ] || st "$1"; [ -L "$1.ok" ] || [ -z "$s" ] || echo "$s" >| "$1.ok"; `+oneProc+`; exec "$1" --toworker-agent boss; }`,
+		`e() { [ -n "$s" ] || st "$1"; [ -L "$1.ok" ] || [ -z "$s" ] || echo "$s" 1<>"$1.ok"; `+oneProc+`; exec "$1" --toworker-agent boss; }`,
 		prune,
 	)
 	parts = append(parts, cache...)

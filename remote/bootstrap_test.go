@@ -1,11 +1,13 @@
 package remote_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -566,6 +568,87 @@ func makeHashFile(t *testing.T, dir string, age time.Duration) string {
 	when := time.Now().Add(-age)
 	os.Chtimes(p, when, when)
 	return name
+}
+
+// Connections that start at once from one cache directory, as on hosts that
+// share a home directory over NFS, find the agent verified: none hashes it
+// again because another was rewriting the stamp at that moment.
+func TestSharedCacheConcurrentStarts(t *testing.T) {
+	l := newBootLab(t)
+	wrap := t.TempDir()
+	calls := filepath.Join(wrap, "calls")
+	script := "#!/bin/sh\necho \"$*\" >>" + calls + "\nexec /usr/bin/sha256sum \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(wrap, "sha256sum"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AddServer(sshdtest.Options{Name: "shared", ExtraConfig: []string{"SetEnv PATH=" + wrap + ":/usr/bin:/bin"}}); err != nil {
+		t.Fatal(err)
+	}
+	ao := remote.AgentOptions{CacheDir: filepath.Join(t.TempDir(), "cache")}
+	if b := mustBoot(t, l, "shared", ao); b.uploads != 1 {
+		t.Fatalf("%d uploads, want 1", b.uploads)
+	}
+	before := countLines(calls)
+	if before == 0 {
+		t.Fatal("the upload was not hashed through the logging sha256sum: the test cannot see hashing")
+	}
+	// Meanwhile, read the stamp as another connection would.
+	stamp := filepath.Join(ao.CacheDir, filepath.Base(mustBoot(t, l, "shared", ao).who.Exe)+".ok")
+	stop := make(chan struct{})
+	var reads, partial int
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			b, err := os.ReadFile(stamp)
+			reads++
+			if err != nil || !bytes.HasSuffix(b, []byte("\n")) {
+				partial++
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}()
+	const rounds, conns = 3, 16
+	for range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, conns)
+		for range conns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p, err := remote.NewPool(context.Background(), remote.PoolConfig{Hosts: []string{"shared"}, MinWarm: -1,
+					Agent: ao, SSH: remote.SSHOptions{ConfigFile: l.ConfigFile}, Stdout: io.Discard, Stderr: io.Discard})
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer p.Close()
+				if _, err := p.Submit(context.Background(), remote.Job{Host: "shared", Func: Whoami.Name(), NoRetry: true}).Wait(); err != nil {
+					errs <- err
+				} else if n := p.Stats().Total.Uploads; n != 0 {
+					errs <- fmt.Errorf("%d uploads, want the cached agent", n)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	}
+	close(stop)
+	<-readerDone
+	if partial != 0 {
+		t.Errorf("%d of %d reads of the stamp found it missing or cut short while connections rewrote it", partial, reads)
+	}
+	if n := countLines(calls) - before; n != 0 {
+		t.Errorf("%d of %d connections hashed the cached agent again: they read the stamp while another connection rewrote it", n, rounds*conns)
+	}
 }
 
 func TestCacheKeepVersions(t *testing.T) {
