@@ -20,7 +20,8 @@ type ExecIn struct {
 	// when Argv is empty. A line of plain words naming a program on PATH
 	// ("uptime", "systemctl is-active nginx") means the same to every
 	// shell, and is run directly, without the shell's process in between,
-	// as sh itself would run it: see plainArgv.
+	// as sh itself would run it (see plainArgv); and true, false and :
+	// need no process at all, in sh as in the agent.
 	Command string `cbor:"1,keyasint,omitempty"`
 	// Argv, when set, is run directly, with no shell.
 	Argv []string `cbor:"2,keyasint,omitempty"`
@@ -58,6 +59,9 @@ func runExec(ctx context.Context, in ExecIn) (ExecOut, error) {
 	case len(in.Argv) > 0:
 		cmd = execCommand(ctx, in.Argv, in, false)
 	case in.Command != "":
+		if code, ok := exitOnlyBuiltin(in.Command); ok {
+			return ExecOut{ExitCode: code}, nil
+		}
 		if argv, ok := plainArgv(in.Command); ok && !setsPath(in.Env) {
 			direct := execCommand(ctx, argv, in, true)
 			if direct.Start() == nil {
@@ -142,16 +146,40 @@ func waitExec(cmd *exec.Cmd) (ExecOut, error) {
 // directly saves the shell's process. ok is false for every other line,
 // which /bin/sh runs.
 func plainArgv(line string) (argv []string, ok bool) {
-	for i := 0; i < len(line); i++ {
-		if c := line[i]; !plainByte(c) && c != ' ' && c != '\t' {
-			return nil, false
-		}
-	}
-	argv = strings.FieldsFunc(line, func(r rune) bool { return r == ' ' || r == '\t' })
+	argv = plainWords(line)
 	if len(argv) == 0 || strings.Contains(argv[0], "=") || shellWord(argv[0]) {
 		return nil, false
 	}
 	return argv, true
+}
+
+// plainWords returns the words of line when it has only plain words
+// (plainByte) separated by spaces or tabs, else nil.
+func plainWords(line string) []string {
+	for i := 0; i < len(line); i++ {
+		if c := line[i]; !plainByte(c) && c != ' ' && c != '\t' {
+			return nil
+		}
+	}
+	return strings.FieldsFunc(line, func(r rune) bool { return r == ' ' || r == '\t' })
+}
+
+// exitOnlyBuiltin returns the exit status of line when it is a builtin that
+// does nothing but exit, whatever its arguments: true, : or false. sh runs
+// them without a process, and so does the agent (`toworker run -- true`
+// checks that hosts answer).
+func exitOnlyBuiltin(line string) (code int, ok bool) {
+	w := plainWords(line)
+	if len(w) == 0 {
+		return 0, false
+	}
+	switch w[0] {
+	case "true", ":":
+		return 0, true
+	case "false":
+		return 1, true
+	}
+	return 0, false
 }
 
 // plainByte reports whether c means itself to every shell, anywhere in a

@@ -58,6 +58,34 @@ func TestPlainArgv(t *testing.T) {
 	}
 }
 
+func TestExitOnlyBuiltin(t *testing.T) {
+	tests := []struct {
+		line string
+		code int
+		ok   bool
+	}{
+		{"true", 0, true},
+		{" true --help x", 0, true},
+		{":", 0, true},
+		{"false", 1, true},
+		{"false\t-x", 1, true},
+		{"", 0, false},
+		{"truex", 0, false},
+		{"true; false", 0, false},
+		{"false || true", 0, false},
+		{"true >/x", 0, false},
+		{"true $(reboot)", 0, false},
+		{"/bin/true", 0, false}, // a program, run as such
+		{"X=1 true", 0, false},
+	}
+	for _, tt := range tests {
+		code, ok := exitOnlyBuiltin(tt.line)
+		if code != tt.code || ok != tt.ok {
+			t.Errorf("exitOnlyBuiltin(%q) = %d, %v; want %d, %v", tt.line, code, ok, tt.code, tt.ok)
+		}
+	}
+}
+
 func FuzzPlainArgv(f *testing.F) {
 	for _, s := range []string{"uptime", "ls -l /", "echo $x", "a=b c", "\t x \t", "true"} {
 		f.Add(s)

@@ -83,6 +83,10 @@ func TestExecPlainCommandLines(t *testing.T) {
 		{in: agent.ExecIn{Command: "uptime", Env: []string{"PATH=" + bin + ":/usr/bin:/bin"}}, out: "the job PATH uptime"},
 		{in: agent.ExecIn{Command: "no-such-command-tw arg"}, code: 127, inErr: "not found"},
 		{in: agent.ExecIn{Command: "printf %s-%s a b"}, out: "a-b"}, // sh's builtin
+		{in: agent.ExecIn{Command: "true --help"}},                  // exit-only builtins
+		{in: agent.ExecIn{Command: "false"}, code: 1},               //
+		{in: agent.ExecIn{Command: "true; false"}, code: 1},         // a list: sh
+		{in: agent.ExecIn{Command: "/bin/false"}, code: 1},          // a program
 		{in: agent.ExecIn{Command: "ls\t/no-such-dir-tw"}, code: 2, inErr: "no-such-dir-tw"},
 		{in: agent.ExecIn{Command: "env", Env: []string{"TW_X=1"}}, chdir: dir, out: "PWD=" + dir},
 		{in: agent.ExecIn{Command: "env"}, chdir: dir, out: "PWD=" + dir},
