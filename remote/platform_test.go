@@ -175,6 +175,8 @@ func TestScriptQuotable(t *testing.T) {
 		{Path: "/opt/tool chain/agent"},
 		{Become: "app-user.1"},
 		{Become: "svc", CacheDir: "/var/cache/tw"},
+		{Become: "_x-1.a"},
+		{Become: strings.Repeat("a", 64)},
 		{KeepVersions: -1},
 		{KeepVersions: 10},
 	} {
@@ -220,6 +222,8 @@ func TestScriptQuotable(t *testing.T) {
 		{Become: "$(id)"},
 		{Become: "x\n"},
 		{Become: ".hidden"},
+		{Become: "usér"},
+		{Become: strings.Repeat("a", 65)},
 	} {
 		if _, err := agentsFor(bad); err == nil || !strings.HasPrefix(err.Error(), "remote: ") {
 			t.Errorf("agentsFor(%+v) = %v, want a remote: error", bad, err)
