@@ -705,7 +705,9 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		// the file keeps that identity and ctime (which every write,
 		// rename or chmod updates, and no user can set back), it is the
 		// same verified file and is not hashed again.
-		`st() { s=$(stat -c "%i:%s:%Y:%Z" "$1" 2>/dev/null || stat -f "%i:%z:%m:%c" "$1" 2>/dev/null); }`,
+		// Each substitution is one command, which the subshell execs
+		// without forking again (with || in it, it would fork twice).
+		`st() { s=$(stat -c "%i:%s:%Y:%Z" "$1" 2>/dev/null) || s=$(stat -f "%i:%z:%m:%c" "$1" 2>/dev/null); }`,
 		`g() { if [ -L "$1" ] || [ -L "$2" ] || [ -L "$1.ok" ]; then return 1; fi; [ -f "$1" ] && [ -O "$1" ] && [ -O "$2" ] && [ -x "$1" ] || return 1; st "$1"; if [ -n "$s" ] && [ -f "$1.ok" ] && read -r o < "$1.ok" && [ "$o" = "$s" ]; then return 0; fi; k "$1" "$h"; }`,
 		`e() { [ -n "$s" ] || st "$1"; [ -L "$1.ok" ] || [ -z "$s" ] || echo "$s" 1<>"$1.ok"; `+oneProc+`; exec "$1" --toworker-agent boss; }`,
 		prune,

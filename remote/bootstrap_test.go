@@ -651,6 +651,50 @@ func TestSharedCacheConcurrentStarts(t *testing.T) {
 	}
 }
 
+// Where stat is BSD's (stat -f FORMAT; -c is an illegal option), the stamp
+// works the same: the cached agent is hashed when it arrives, and not again.
+func TestStampWithBSDStat(t *testing.T) {
+	l := newBootLab(t)
+	dir := t.TempDir()
+	log := filepath.Join(dir, "calls")
+	for name, body := range map[string]string{
+		"stat": `case "$1" in
+-c) echo "stat: illegal option -- c" >&2; exit 1;;
+-f) [ "$2" = "%i:%z:%m:%c" ] || exit 2; echo "stat -f" >>` + log + `; exec /usr/bin/stat -c "%i:%s:%Y:%Z" "$3";;
+esac
+exit 2`,
+		"sha256sum": `echo sha256sum >>` + log + `; exec /usr/bin/sha256sum "$@"`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.AddServer(sshdtest.Options{Name: "bsdstat", ExtraConfig: []string{"SetEnv PATH=" + dir + ":/usr/bin:/bin"}}); err != nil {
+		t.Fatal(err)
+	}
+	calls := func() (stats, hashes int) {
+		b, _ := os.ReadFile(log)
+		return strings.Count(string(b), "stat -f"), strings.Count(string(b), "sha256sum")
+	}
+	ao := remote.AgentOptions{CacheDir: filepath.Join(t.TempDir(), "cache")}
+	if b := mustBoot(t, l, "bsdstat", ao); b.uploads != 1 {
+		t.Fatalf("%d uploads, want 1", b.uploads)
+	}
+	stats0, hashes0 := calls()
+	if hashes0 == 0 {
+		t.Fatal("the upload was not hashed through the logging sha256sum: the test cannot see hashing")
+	}
+	for range 2 {
+		if b := mustBoot(t, l, "bsdstat", ao); b.uploads != 0 {
+			t.Fatalf("%d uploads, want the cached agent", b.uploads)
+		}
+	}
+	stats, hashes := calls()
+	if stats-stats0 != 2 || hashes != hashes0 {
+		t.Errorf("two cached starts ran stat -f %d times and sha256sum %d times, want 2 and 0", stats-stats0, hashes-hashes0)
+	}
+}
+
 func TestCacheKeepVersions(t *testing.T) {
 	l := newBootLab(t)
 	if _, err := l.AddServer(sshdtest.Options{Name: "keep"}); err != nil {
