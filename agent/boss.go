@@ -125,6 +125,12 @@ func serveBoss() error {
 	// starts it so already (see wire.EnvGOMAXPROCS).
 	restoreGOMAXPROCS()
 	runtime.GOMAXPROCS(1)
+	// Jobs run in "/" unless they say otherwise (remote.Job.Chdir), the
+	// same on every host and for every user; nor does a warm agent keep
+	// the login directory, perhaps a mount, busy.
+	if err := os.Chdir("/"); err != nil {
+		return fmt.Errorf("boss: chdir /: %w", err)
+	}
 	// Frames go out on a private copy of fd 1; fd 1 itself is pointed at
 	// stderr so that nothing else in this process can write into the
 	// frame stream.

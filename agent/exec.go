@@ -28,10 +28,9 @@ type ExecIn struct {
 	// Env is added to the job's environment ("KEY=value").
 	Env []string `cbor:"3,keyasint,omitempty"`
 	// InHome runs the command in the home directory ($HOME, as Env may
-	// set it), as ssh runs
-	// commands in the login directory, instead of the job's directory
-	// (Job.Chdir, or /). The job's directory is kept when $HOME is unset
-	// or is not a directory, as `cd; COMMAND` would.
+	// set it), as ssh runs commands in the login directory, instead of the
+	// job's directory (Job.Chdir, or /). The job's directory is kept when
+	// $HOME is unset or is not a directory, as `cd; COMMAND` would.
 	InHome bool `cbor:"4,keyasint,omitempty"`
 }
 

@@ -12,6 +12,24 @@ import (
 	"github.com/toworker/toworker/remote"
 )
 
+var Getwd = agent.Register("test.getwd", func(ctx context.Context, _ struct{}) (string, error) { return os.Getwd() })
+
+// A job without Chdir runs in /, in a worker as in the boss (Inline), not
+// in the login directory sshd started the agent in.
+func TestJobsRunInRoot(t *testing.T) {
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h2"}})
+	dir, err := remote.CallOn(context.Background(), p, "h2", Getwd, struct{}{})
+	if err != nil || dir != "/" {
+		t.Errorf("a worker's function runs in %q (%v), want /", dir, err)
+	}
+	if _, out, _, _ := execLines(t, p, agent.ExecIn{Argv: []string{"/bin/pwd"}}, ""); len(out) != 1 || out[0] != "/" {
+		t.Errorf("an Inline function's command runs in %q, want /", out)
+	}
+	if _, out, _, _ := execLines(t, p, agent.ExecIn{Argv: []string{"/bin/pwd"}, InHome: true}, ""); len(out) != 1 || out[0] == "/" {
+		t.Errorf("InHome: the command runs in %q, want $HOME", out)
+	}
+}
+
 // execLines runs in with agent.Exec on h2 and returns the exit code, the
 // stdout and stderr lines, and the boss's pid (the Exec job's WorkerPID).
 func execLines(t *testing.T, p *remote.Pool, in agent.ExecIn, chdir string) (code int, stdout, stderr []string, boss int) {

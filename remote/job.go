@@ -21,7 +21,8 @@ type Job struct {
 	// host of the pool.
 	Host string
 	// Chdir is the directory the function runs in; empty means the
-	// agent's directory ("/").
+	// agent's directory ("/"). "~" and "~/..." are the home directory of
+	// the user the agent runs as; a relative path is relative to "/".
 	Chdir string
 	// Func is the registered function's name (agent.Func.Name()).
 	Func string
