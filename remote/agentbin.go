@@ -588,13 +588,19 @@ var newTmpToken = func() string {
 //     and creates d/.tmp.<token> with O_EXCL (set -C) after removing
 //     whatever had that name. The token is random, chosen by the master
 //     for this connection. A read-only file system fails here.
-//  3. It prints "toworker-need <uname -sm>", then reads the preamble line
+//  3. It prints "toworker-need <uname -sm> <token>", the token naming the
+//     cache (the first line of d/.id, which the first host to need an
+//     upload into d writes; see sharedUploads), then reads the preamble line
 //     and discards the n bytes of frames after it (they come before the
 //     upload on stdin; asking first saves the round trip they may take to
 //     arrive), and reads "<size> <sha256>" (or
 //     "none none": the master has no agent for that platform) and size
 //     bytes of gzip into the temporary file. A write that fails (full file
-//     system) drains the rest of the upload and reports the error.
+//     system) drains the rest of the upload and reports the error. The
+//     answer may instead be "again <sha256>" (another host sharing d has
+//     just received the agent) and the frames once more: the script then
+//     runs d/h if step 1 accepts it, and otherwise writes a token of its
+//     own into d/.id and asks again without one, as above.
 //  4. It verifies the hash and renames the file to d/h. If d does not allow
 //     running programs (test -x fails: noexec) the file goes to the
 //     fallback directory instead (created 0700; refused if a symlink or not
@@ -740,13 +746,21 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`m=$( : 2>&1 >"$t" ) || x "cannot write in the agent cache directory $d: $(echo $m); set AgentOptions.CacheDir to a writable directory"`,
 		`set +C`,
 		`[ -n "$p" ] || `+platformLine(s.opts.kernelInfo),
+		// The cache's token (see sharedUploads): the first host to need
+		// an upload into d writes one; hosts sharing d read the same.
+		`i=`,
+		`[ -L "$d/.id" ] || { [ -e "$d/.id" ] || { set -C; echo `+newCacheToken()+` >"$d/.id"; set +C; }; read -r i <"$d/.id"; } 2>/dev/null`,
 		// Asked for at once: the master's first frames, which come before
 		// the upload on stdin, are discarded after (y), so that the
 		// question does not wait for them (on OpenSSH, a round trip after
 		// the exec, when sshd opens the session's window).
-		`echo "toworker-need $p"`,
+		`echo "toworker-need $p $i"`,
 		`y || { q; exit 101; }`,
 		`read -r z h || { q; exit 102; }`,
+		// Another host sharing d has just received the agent: look again.
+		// Not there after all (the token was copied with the directory,
+		// or that upload failed): a token of its own, and ask as anyone.
+		`if [ "$z" = again ]; then g "$d/$h" "$d" && { q; e "$d/$h"; }; echo `+newCacheToken()+` >|"$d/.id" 2>/dev/null; echo "toworker-need $p"; y || { q; exit 101; }; read -r z h || { q; exit 102; }; fi`,
 		`[ "$z" = none ] && { q; exit 103; }`,
 		// A write that fails (full file system) drains the rest of the
 		// upload, so that the master gets to read why.

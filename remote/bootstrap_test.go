@@ -695,6 +695,85 @@ exit 2`,
 	}
 }
 
+// Hosts that share one agent cache (a home directory on NFS) and first meet
+// this agent at once get it uploaded once: the others wait for that upload
+// and find it. Hosts whose caches only carry the same token (a home copied
+// from one image) look, find nothing, and each get an upload all the same.
+func TestSharedCacheOneUpload(t *testing.T) {
+	l := newBootLab(t)
+	var hosts []string
+	for i := range 4 {
+		name := fmt.Sprintf("nfs%d", i)
+		if _, err := l.AddServer(sshdtest.Options{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, name)
+	}
+	runAll := func(t *testing.T, ao func(host string) remote.AgentOptions) (uploads int, exes []string) {
+		t.Helper()
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, h := range hosts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p, err := remote.NewPool(context.Background(), remote.PoolConfig{Hosts: []string{h}, MinWarm: -1,
+					Agent: ao(h), SSH: remote.SSHOptions{ConfigFile: l.ConfigFile}, Stdout: io.Discard, Stderr: io.Discard})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer p.Close()
+				res, err := p.Submit(context.Background(), remote.Job{Host: h, Func: Whoami.Name(), NoRetry: true}).Wait()
+				var who Who
+				if err == nil {
+					err = res.Decode(&who)
+				}
+				if err != nil {
+					t.Errorf("%s: %v", h, err)
+					return
+				}
+				mu.Lock()
+				uploads += p.Stats().Total.Uploads
+				exes = append(exes, who.Exe)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return uploads, exes
+	}
+
+	t.Run("shared", func(t *testing.T) {
+		shared := filepath.Join(t.TempDir(), "cache")
+		uploads, exes := runAll(t, func(string) remote.AgentOptions { return remote.AgentOptions{CacheDir: shared} })
+		if uploads != 1 {
+			t.Errorf("%d uploads into one cache shared by %d hosts, want 1", uploads, len(hosts))
+		}
+		for _, exe := range exes {
+			if filepath.Dir(exe) != shared {
+				t.Errorf("an agent runs from %s, not from the shared cache", exe)
+			}
+		}
+	})
+
+	t.Run("copied token", func(t *testing.T) {
+		base := t.TempDir()
+		dir := func(h string) string { return filepath.Join(base, h) }
+		for _, h := range hosts {
+			if err := os.Mkdir(dir(h), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir(h), ".id"), []byte("0123456789abcdef01234567\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		uploads, exes := runAll(t, func(h string) remote.AgentOptions { return remote.AgentOptions{CacheDir: dir(h)} })
+		if uploads != len(hosts) || len(exes) != len(hosts) {
+			t.Errorf("%d uploads and %d agents for %d separate caches, want one each", uploads, len(exes), len(hosts))
+		}
+	})
+}
+
 func TestCacheKeepVersions(t *testing.T) {
 	l := newBootLab(t)
 	if _, err := l.AddServer(sshdtest.Options{Name: "keep"}); err != nil {
@@ -844,9 +923,16 @@ func TestHostileCache(t *testing.T) {
 		m := mount(t, "size=512k,mode=0700")
 		d := filepath.Join(m, "cache")
 		b := mustFail(t, l, "hostile", remote.AgentOptions{CacheDir: d}, "could not write the agent to "+d, "No space left on device")
+		// Only the cache's token may stay (see TestSharedCacheOneUpload).
+		var left []string
 		ents, _ := os.ReadDir(d)
-		if len(ents) != 0 {
-			t.Errorf("left behind in the full cache: %v", ents)
+		for _, e := range ents {
+			if e.Name() != ".id" {
+				left = append(left, e.Name())
+			}
+		}
+		if len(left) != 0 {
+			t.Errorf("left behind in the full cache: %v", left)
 		}
 		_ = b
 	})

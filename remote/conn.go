@@ -221,6 +221,12 @@ func (c *hostConn) channelRequests(reqs <-chan *ssh.Request) {
 func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOptions, preambleAndBlock []byte) error {
 	const maxJunk = 256 << 10
 	junk := 0
+	var release func() // of this connection's claim on a shared cache's upload
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
 	for {
 		line, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
@@ -244,11 +250,32 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 		case strings.HasPrefix(s, notePrefix):
 			o.agents.note(c.host, o.ssh.Warn, s)
 		case strings.HasPrefix(s, wire.NeedPrefix):
-			uname := strings.TrimPrefix(s, wire.NeedPrefix)
+			uname, cache := parseNeed(strings.TrimPrefix(s, wire.NeedPrefix))
 			bin, err := o.agents.forUname(uname)
 			if err != nil {
 				io.WriteString(c.stdin, "none none\n")
 				return err
+			}
+			if cache != "" && release == nil {
+				wait, rel := claimUpload(cache, bin.hash)
+				if wait != nil {
+					// Another connection is sending this agent into the same
+					// cache: once it is done, the host looks again (and asks
+					// once more, without the token, if it is not there).
+					select {
+					case <-wait:
+					case <-ctx.Done():
+						return c.bootErr(ctx, "wait for the upload to a host sharing the agent cache", ctx.Err())
+					}
+					if _, err := io.WriteString(c.stdin, "again "+bin.hash+"\n"); err != nil {
+						return c.bootErr(ctx, "upload agent", err)
+					}
+					if _, err := c.stdin.Write(preambleAndBlock); err != nil {
+						return c.bootErr(ctx, "upload agent", err)
+					}
+					continue
+				}
+				release = rel
 			}
 			msg := fmt.Sprintf("%d %s\n", len(bin.gz), bin.hash)
 			if _, err := io.WriteString(c.stdin, msg); err != nil {

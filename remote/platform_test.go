@@ -1,12 +1,14 @@
 package remote
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -285,5 +287,101 @@ func TestScriptAsksBeforeReadingStdin(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(home, ".cache", "toworker", ".tmp.*"))
 	if len(left) != 0 {
 		t.Errorf("temporary files left: %q", left)
+	}
+}
+
+// When the master answers "again" (another host sharing the cache has just
+// received the agent), the script looks in the cache once more: it runs the
+// agent it finds there, or, finding none, takes a token of its own and asks
+// as any host would, without a token.
+func TestScriptLooksAgainAfterSharedUpload(t *testing.T) {
+	s, err := agentsFor(AgentOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.self.loadHash(); err != nil {
+		t.Fatal(err)
+	}
+	const copied = "0123456789abcdef01234567"
+	frames := wire.MasterPreamble + " 1 5\nframe"
+	for _, found := range []bool{false, true} {
+		t.Run(fmt.Sprintf("found=%v", found), func(t *testing.T) {
+			sc, err := s.script(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			home := t.TempDir()
+			cache := filepath.Join(home, ".cache", "toworker")
+			if err := os.MkdirAll(cache, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(cache, ".id"), []byte(copied+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("/bin/sh", "-c", sc)
+			cmd.Env = []string{"HOME=" + home, "TMPDIR=" + home, "PATH=" + os.Getenv("PATH")}
+			stdin, _ := cmd.StdinPipe()
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			lines := make(chan string, 4)
+			go func() {
+				br := bufio.NewReader(stdout)
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						close(lines)
+						return
+					}
+					lines <- strings.TrimSuffix(l, "\n")
+				}
+			}()
+			next := func() string {
+				select {
+				case l := <-lines:
+					return l
+				case <-time.After(20 * time.Second):
+					t.Fatal("the script said nothing more")
+					return ""
+				}
+			}
+			need := strings.Fields(strings.TrimPrefix(next(), wire.NeedPrefix))
+			if len(need) != 3 || need[2] != copied {
+				t.Fatalf("first question %q, want the platform and the cache's token %s", need, copied)
+			}
+			if found {
+				// What the other host's upload left in the shared cache.
+				exe, err := os.ReadFile(s.self.path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(cache, s.self.hash), exe, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			io.WriteString(stdin, frames+"again "+s.self.hash+"\n"+frames)
+			l := next()
+			if found {
+				if l != wire.AgentMarker {
+					t.Fatalf("after looking again the script printed %q, want the agent's %q", l, wire.AgentMarker)
+				}
+				return
+			}
+			if f := strings.Fields(strings.TrimPrefix(l, wire.NeedPrefix)); !strings.HasPrefix(l, wire.NeedPrefix) || len(f) != 2 {
+				t.Fatalf("second question %q, want the platform alone", l)
+			}
+			io.WriteString(stdin, "none none\n") // the copy of the frames after "again" was discarded
+			stdin.Close()
+			err = cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 103 {
+				t.Fatalf("script ended with %v, want exit status 103; then it said %q", err, next())
+			}
+			if b, _ := os.ReadFile(filepath.Join(cache, ".id")); strings.TrimSpace(string(b)) == copied || !cacheToken(strings.TrimSpace(string(b))) {
+				t.Errorf("the cache's token is %q after finding nothing, want a new one", b)
+			}
+		})
 	}
 }

@@ -257,9 +257,11 @@ func TestAgentCache(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	if len(names) != 2 || len(names[0]) != 64 || names[1] != names[0]+".ok" {
-		t.Fatalf("cache holds %v, want one file named by its SHA-256 and its stamp", names)
+	// ReadDir sorts: the cache's token, then the agent and its stamp.
+	if len(names) != 3 || names[0] != ".id" || len(names[1]) != 64 || names[2] != names[1]+".ok" {
+		t.Fatalf("cache holds %v, want its token (.id), one file named by its SHA-256 and its stamp", names)
 	}
+	names = names[1:]
 	// A tampered agent is never executed: replace it with a script that
 	// leaves a mark, with its old modification time, and connect again.
 	cached := filepath.Join(dir, names[0])
