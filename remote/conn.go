@@ -258,15 +258,11 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 			}
 			if cache != "" && release == nil {
 				wait, rel := claimUpload(cache, bin.hash)
-				if wait != nil {
-					// Another connection is sending this agent into the same
-					// cache: once it is done, the host looks again (and asks
-					// once more, without the token, if it is not there).
-					select {
-					case <-wait:
-					case <-ctx.Done():
-						return c.bootErr(ctx, "wait for the upload to a host sharing the agent cache", ctx.Err())
-					}
+				release = rel
+				if wait != nil && waitShared(ctx, wait) {
+					// Another connection has sent this agent into the same
+					// cache: the host looks again (and asks once more,
+					// without the token, if it is not there).
 					if _, err := io.WriteString(c.stdin, "again "+bin.hash+"\n"); err != nil {
 						return c.bootErr(ctx, "upload agent", err)
 					}
@@ -275,7 +271,9 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 					}
 					continue
 				}
-				release = rel
+				if ctx.Err() != nil {
+					return c.bootErr(ctx, "wait for the upload to a host sharing the agent cache", ctx.Err())
+				}
 			}
 			msg := fmt.Sprintf("%d %s\n", len(bin.gz), bin.hash)
 			if _, err := io.WriteString(c.stdin, msg); err != nil {

@@ -1,10 +1,12 @@
 package remote
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Hosts that share a home directory (over NFS, as cluster nodes often do)
@@ -78,4 +80,25 @@ func cacheToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// waitShared waits for another connection's upload into the same cache to
+// end, and reports whether it did. It gives up, so that the caller uploads
+// itself, once half the time ctx has left is gone (an upload that slow must
+// not leave the waiters too little time for their own), or when ctx ends.
+func waitShared(ctx context.Context, wait <-chan struct{}) bool {
+	var giveUp <-chan time.Time
+	if dl, ok := ctx.Deadline(); ok {
+		t := time.NewTimer(time.Until(dl) / 2)
+		defer t.Stop()
+		giveUp = t.C
+	}
+	select {
+	case <-wait:
+		return true
+	case <-giveUp:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -1,8 +1,10 @@
 package remote
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseNeed(t *testing.T) {
@@ -72,5 +74,28 @@ func TestClaimUpload(t *testing.T) {
 		t.Fatal("after the upload ended, a new claim uploads")
 	} else {
 		r()
+	}
+}
+
+func TestWaitShared(t *testing.T) {
+	done := make(chan struct{})
+	close(done)
+	if !waitShared(context.Background(), done) {
+		t.Error("an ended upload was not seen")
+	}
+	// An upload that takes half the time left: the waiter gives up, to
+	// upload itself.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if waitShared(ctx, make(chan struct{})) {
+		t.Error("a wait for an upload that never ends reported it ended")
+	}
+	if ctx.Err() != nil {
+		t.Errorf("gave up only when the deadline came (%v): nothing left to upload in", ctx.Err())
+	}
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if waitShared(cancelled, make(chan struct{})) {
+		t.Error("a cancelled wait reported the upload ended")
 	}
 }
