@@ -37,6 +37,7 @@ type env struct {
 	settle time.Duration
 
 	lastChildCPU float64 // CPU seconds of the last command run (with its waited-for children)
+	lastOutput   string  // the last 4 KiB the last command run printed
 }
 
 // slowHost is the ssh_config alias of h1 behind the delaying relay.
@@ -99,6 +100,7 @@ func (e *env) run(limit time.Duration, env []string, name string, args ...string
 	t0 := time.Now()
 	err := cmd.Run()
 	d := time.Since(t0)
+	e.lastOutput = out.String()
 	if ps := cmd.ProcessState; ps != nil {
 		// The command's CPU and that of the children it waited for.
 		e.lastChildCPU = (ps.UserTime() + ps.SystemTime()).Seconds()

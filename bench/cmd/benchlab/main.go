@@ -188,6 +188,7 @@ func bench(ctx context.Context, rep *Report, pp params, n int, rtt time.Duration
 			if !e.smoke {
 				e.bigKnownHostsFigure(pp)
 				e.jumpFigure(pp)
+				e.sharedCacheFigure(pp)
 			}
 		}},
 		{"fleet", func() { e.uploadFigure(e.twPath(tw)) }},
