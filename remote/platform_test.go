@@ -248,33 +248,9 @@ func TestScriptAsksBeforeReadingStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	home := t.TempDir()
-	cmd := exec.Command("/bin/sh", "-c", sc)
-	cmd.Env = []string{"HOME=" + home, "TMPDIR=" + home, "PATH=" + os.Getenv("PATH")}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	line := make(chan string, 1)
-	go func() {
-		b := make([]byte, 256)
-		n, _ := stdout.Read(b)
-		line <- string(b[:n])
-	}()
-	select {
-	case l := <-line:
-		if !strings.HasPrefix(l, wire.NeedPrefix) {
-			t.Fatalf("the script printed %q, want %q first", l, wire.NeedPrefix)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the script did not ask for the agent before stdin had anything")
+	cmd, stdin, next := startScript(t, sc, home)
+	if l := next(); !strings.HasPrefix(l, wire.NeedPrefix) {
+		t.Fatalf("the script printed %q, want %q first", l, wire.NeedPrefix)
 	}
 	// The master's preamble and frames, then its answer.
 	io.WriteString(stdin, wire.MasterPreamble+" 1 5\nframe"+"none none\n")
@@ -318,35 +294,7 @@ func TestScriptLooksAgainAfterSharedUpload(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(cache, ".id"), []byte(copied+"\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command("/bin/sh", "-c", sc)
-			cmd.Env = []string{"HOME=" + home, "TMPDIR=" + home, "PATH=" + os.Getenv("PATH")}
-			stdin, _ := cmd.StdinPipe()
-			stdout, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer cmd.Process.Kill()
-			lines := make(chan string, 4)
-			go func() {
-				br := bufio.NewReader(stdout)
-				for {
-					l, err := br.ReadString('\n')
-					if err != nil {
-						close(lines)
-						return
-					}
-					lines <- strings.TrimSuffix(l, "\n")
-				}
-			}()
-			next := func() string {
-				select {
-				case l := <-lines:
-					return l
-				case <-time.After(20 * time.Second):
-					t.Fatal("the script said nothing more")
-					return ""
-				}
-			}
+			cmd, stdin, next := startScript(t, sc, home)
 			need := strings.Fields(strings.TrimPrefix(next(), wire.NeedPrefix))
 			if len(need) != 3 || need[2] != copied {
 				t.Fatalf("first question %q, want the platform and the cache's token %s", need, copied)
@@ -383,5 +331,52 @@ func TestScriptLooksAgainAfterSharedUpload(t *testing.T) {
 				t.Errorf("the cache's token is %q after finding nothing, want a new one", b)
 			}
 		})
+	}
+}
+
+// startScript runs the bootstrap script sc with /bin/sh, as the login user
+// whose home is home. It returns the running command, its stdin, and next,
+// which returns the next line the script prints (failing the test when
+// none comes within 20 s). The script is killed at the test's end.
+func startScript(t *testing.T, sc, home string) (cmd *exec.Cmd, stdin io.WriteCloser, next func() string) {
+	t.Helper()
+	cmd = exec.Command("/bin/sh", "-c", sc)
+	cmd.Env = []string{"HOME=" + home, "TMPDIR=" + home, "PATH=" + os.Getenv("PATH")}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 4)
+	go func() {
+		defer close(lines)
+		br := bufio.NewReader(stdout)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			lines <- strings.TrimSuffix(l, "\n")
+		}
+	}()
+	return cmd, stdin, func() string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("the script's output ended")
+			}
+			return l
+		case <-time.After(20 * time.Second):
+			t.Fatal("the script said nothing more")
+			return ""
+		}
 	}
 }
