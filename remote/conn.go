@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -41,6 +42,8 @@ type hostConn struct {
 	closing bool
 
 	done chan struct{} // closed when the reader has stopped and cleaned up
+
+	stopKillGuard func() bool // set by closeOnKill
 	// For keepalive: when the reader last got a frame (Unix nanoseconds),
 	// and whether it is waiting for a slow job's handler.
 	lastRecv      atomic.Int64
@@ -66,6 +69,14 @@ type connectOptions struct {
 	// firstWanted reports whether the first attempt still waits for this
 	// connection (nil: it does); a first call no longer wanted is not sent.
 	firstWanted func() bool
+}
+
+// warnTo is where warnings go: SSHOptions.Warn, or else stderr.
+func (o connectOptions) warnTo() io.Writer {
+	if o.ssh.Warn != nil {
+		return o.ssh.Warn
+	}
+	return os.Stderr
 }
 
 // dialHost connects to host, puts the agent in place and starts it.
@@ -118,8 +129,11 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.channelRequests(reqs) }()
 	go func() { defer c.wg.Done(); io.CopyBuffer(c.stderr, ch.Stderr(), make([]byte, 1024)) }()
-	// Bound the whole bootstrap by ctx: closing the channel unblocks reads.
-	stopWatch := context.AfterFunc(ctx, func() { ch.Close() })
+	// Bound the whole bootstrap by ctx. Closing the channel would only
+	// send sshd a close message: a read or a write waiting for window on a
+	// link gone silent waits for sshd's answer, which never comes. Closing
+	// the connection (this host's own) ends them at once.
+	stopWatch := context.AfterFunc(ctx, func() { client.Close() })
 	defer stopWatch()
 
 	helloFrame, err := wire.Marshal(&o.hello)
@@ -183,6 +197,9 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	o.agents.started(client.Target, h)
 	c.w = wire.NewWriterSize(c.stdin, 4<<10)
 	c.alivePoke()
+	if !stopWatch() {
+		return nil, c.bootErr(ctx, "start agent", ctx.Err())
+	}
 	ok = true
 	c.wg.Add(1)
 	go c.readLoop()
@@ -259,6 +276,7 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 			if cache != "" && release == nil {
 				wait, rel := claimUpload(cache, bin.hash)
 				release = rel
+				waitStart := time.Now()
 				if wait != nil && waitShared(ctx, wait) {
 					// Another connection has sent this agent into the same
 					// cache: the host looks again (and asks once more,
@@ -273,6 +291,10 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 				}
 				if ctx.Err() != nil {
 					return c.bootErr(ctx, "wait for the upload to a host sharing the agent cache", ctx.Err())
+				}
+				if wait != nil {
+					fmt.Fprintf(o.warnTo(), "toworker: %s: another connection's upload of the agent into the agent cache this host shares (.id %s) has not ended after %v; uploading it from this connection\n",
+						c.host, cache, time.Since(waitStart).Round(time.Millisecond))
 				}
 			}
 			msg := fmt.Sprintf("%d %s\n", len(bin.gz), bin.hash)
@@ -451,6 +473,9 @@ func (c *hostConn) start(a *attempt, call *wire.Call) error {
 	if err != nil {
 		c.mu.Lock()
 		delete(c.pending, a.id)
+		if c.err != nil {
+			err = c.err // why the connection ended, not the write's EOF
+		}
 		c.mu.Unlock()
 		return err
 	}
@@ -538,6 +563,28 @@ func (c *hostConn) keepalive(every time.Duration) {
 // alivePoke records a sign of life from the agent.
 func (c *hostConn) alivePoke() { c.lastRecv.Store(time.Now().UnixNano()) }
 
+// killGrace is how much longer than StopWait a killed pool waits for a
+// connection to close before closing it under whatever is stuck on it.
+const killGrace = time.Second
+
+// closeOnKill bounds what a kill of the pool (ctx ending) waits for this
+// connection. A job writing its input into a link gone silent blocks in
+// the write (the SSH window never reopens), and never returns to see the
+// kill; keepalive would notice only after three intervals, or never when
+// it is off. Past the time the pool gives an agent to stop, the connection
+// is closed under it, which ends the write.
+func (c *hostConn) closeOnKill(ctx context.Context) {
+	c.stopKillGuard = context.AfterFunc(ctx, func() {
+		t := time.NewTimer(max(c.stopWait, 0) + killGrace)
+		defer t.Stop()
+		select {
+		case <-c.done:
+		case <-t.C:
+			c.abort(fmt.Errorf("%w, and the connection was still busy %v later", ErrClosed, max(c.stopWait, 0)+killGrace))
+		}
+	})
+}
+
 // abort ends the connection with err.
 func (c *hostConn) abort(err error) {
 	c.mu.Lock()
@@ -570,6 +617,9 @@ func (c *hostConn) close() {
 		c.client.Close()
 	}
 	c.wg.Wait()
+	if c.stopKillGuard != nil {
+		c.stopKillGuard()
+	}
 }
 
 // tailBuffer keeps the last max bytes written to it.

@@ -523,6 +523,11 @@ type tcpRelay struct {
 	stop   chan struct{} // closed by close
 	once   sync.Once
 
+	// holeAfter, when set before the first connection, black-holes the
+	// relay once the master has sent more than that many bytes.
+	holeAfter int64
+	sent      atomic.Int64
+
 	mu    sync.Mutex
 	conns []*net.TCPConn
 	wg    sync.WaitGroup
@@ -561,12 +566,13 @@ func (r *tcpRelay) accept() {
 		r.conns = append(r.conns, down, upc)
 		r.mu.Unlock()
 		r.wg.Add(2)
-		go r.pipe(upc, down)
-		go r.pipe(down, upc)
+		go r.pipe(upc, down, true)
+		go r.pipe(down, upc, false)
 	}
 }
 
-func (r *tcpRelay) pipe(dst, src *net.TCPConn) {
+// pipe copies src to dst; fromMaster counts the bytes toward holeAfter.
+func (r *tcpRelay) pipe(dst, src *net.TCPConn, fromMaster bool) {
 	defer r.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
@@ -576,6 +582,11 @@ func (r *tcpRelay) pipe(dst, src *net.TCPConn) {
 			<-r.stop // drop what was read, read nothing more, close nothing
 			return
 		default:
+		}
+		if fromMaster && r.holeAfter > 0 && r.sent.Add(int64(n)) > r.holeAfter {
+			r.blackhole()
+			<-r.stop
+			return
 		}
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -587,6 +598,16 @@ func (r *tcpRelay) pipe(dst, src *net.TCPConn) {
 			dst.Close()
 			return
 		}
+	}
+}
+
+// holed reports whether the relay has stopped forwarding.
+func (r *tcpRelay) holed() bool {
+	select {
+	case <-r.hole:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -799,6 +820,138 @@ func TestFaultHalfOpenDuringUpload(t *testing.T) {
 	case <-time.After(3*time.Second + 4*keepAlive + 3*time.Second):
 		r.close() // unblock the master so that the test can end
 		t.Fatal("a job writing its input into a half-open connection is stuck past its timeout and the keepalive bound")
+	}
+}
+
+// TestFaultKillWhileInputStuck: a job's input is being written into a
+// link that went silent, with keepalive off, so nothing notices: the write
+// waits for SSH window that never comes. Kill still returns (the pool gives
+// the connection StopWait and a second, then closes it under the write),
+// and the job ends with an error.
+func TestFaultKillWhileInputStuck(t *testing.T) {
+	target := lab.Server("h1")
+	r := startRelay(t, target.Addr())
+	config := writeSSHConfig(t, sshEntry{alias: "h1-relayed", addr: r.addr(), key: target.HostKey})
+	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-relayed"}, KeepAlive: -1,
+		SSH: remote.SSHOptions{ConfigFile: config}})
+	if _, err := remote.CallOn(context.Background(), p, "", Echo, []byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	r.blackhole()
+	run := p.Submit(context.Background(), remote.Job{Func: Echo.Name(), Data: make([]byte, 32<<20), NoRetry: true})
+	// The input fills the SSH window (2 MiB) and the write waits.
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case <-run.Done():
+		_, err := run.Wait()
+		t.Fatalf("the job ended before the kill: %v", err)
+	default:
+	}
+	done := make(chan struct{})
+	go func() { p.Kill(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		r.close() // unblock the master so that the test can end
+		<-done
+		t.Fatal("Kill did not return within 20 s while a job's input was stuck on a silent link")
+	}
+	if _, err := waitRun(t, run, 5*time.Second); err == nil {
+		t.Error("the job whose input was stuck succeeded")
+	} else if !errors.Is(err, remote.ErrClosed) {
+		t.Errorf("the job whose input was stuck failed with %v, want an error wrapping ErrClosed", err)
+	}
+}
+
+// TestFaultLinkSilentDuringUpload: the link goes silent in the middle of
+// the agent's upload (no FIN, no RST). ConnectTimeout bounds the bootstrap:
+// the job fails with the timeout soon after it, and Kill returns.
+func TestFaultLinkSilentDuringUpload(t *testing.T) {
+	target := lab.Server("h1")
+	r := startRelay(t, target.Addr())
+	r.holeAfter = 256 << 10
+	config := writeSSHConfig(t, sshEntry{alias: "h1-silent", addr: r.addr(), key: target.HostKey})
+	const connectTimeout = 3 * time.Second
+	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-silent"}, MinWarm: -1, ConnectTimeout: connectTimeout,
+		Agent: remote.AgentOptions{CacheDir: filepath.Join(t.TempDir(), "cache")}, SSH: remote.SSHOptions{ConfigFile: config}})
+	run := p.Submit(context.Background(), remote.Job{Host: "h1-silent", Func: Whoami.Name(), NoRetry: true})
+	_, err := waitRun(t, run, 10*connectTimeout)
+	if err == nil {
+		t.Fatal("a job whose host's link went silent during the upload succeeded")
+	}
+	if !r.holed() {
+		t.Fatalf("the job failed before the upload reached the relay's limit: %v", err)
+	}
+	var fe *remote.FailureError
+	if !errors.As(err, &fe) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "upload agent") {
+		t.Errorf("error %q (%T): want a *FailureError for the upload ending at the connect timeout", err, err)
+	}
+	done := make(chan struct{})
+	go func() { p.Kill(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Kill did not return within 10 s")
+	}
+}
+
+// TestFaultSharedCacheUploaderStalls: two hosts share one agent cache (a
+// home on NFS) and the connection uploading the agent into it stalls (its
+// link goes silent mid-upload). The other host's connection, which waits
+// for that upload instead of sending its own, gives up after half its
+// connect time, says so, uploads the agent itself and runs the job.
+func TestFaultSharedCacheUploaderStalls(t *testing.T) {
+	shared := filepath.Join(t.TempDir(), "cache")
+	target := lab.Server("h1")
+	r := startRelay(t, target.Addr())
+	r.holeAfter = 256 << 10 // past the login and the first frames, early in the upload
+	config := writeSSHConfig(t, sshEntry{alias: "h1-stalled", addr: r.addr(), key: target.HostKey})
+	agentOpts := remote.AgentOptions{CacheDir: shared}
+
+	stalled, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-stalled"}, MinWarm: -1,
+		ConnectTimeout: 60 * time.Second, Agent: agentOpts, SSH: remote.SSHOptions{ConfigFile: config}})
+	stalledRun := stalled.Submit(context.Background(), remote.Job{Host: "h1-stalled", Func: Whoami.Name(), NoRetry: true})
+	select {
+	case <-r.hole:
+	case <-stalledRun.Done():
+		_, err := stalledRun.Wait()
+		t.Fatalf("the job on the stalling link ended before its upload stalled: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the upload to h1-stalled did not reach the relay's limit in 30 s")
+	}
+
+	var warn lockedBuf
+	const connectTimeout = 6 * time.Second
+	waiter, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h2"}, MinWarm: -1, ConnectTimeout: connectTimeout,
+		Agent: agentOpts, SSH: remote.SSHOptions{ConfigFile: config, Warn: &warn}})
+	res, err := waitRun(t, waiter.Submit(context.Background(), remote.Job{Host: "h2", Func: Whoami.Name(), NoRetry: true}), 2*connectTimeout)
+	var who Who
+	if err == nil {
+		err = res.Decode(&who)
+	}
+	if err != nil {
+		t.Fatalf("h2, whose host shares the cache with the stalled upload: %v (warnings: %q)", err, warn.String())
+	}
+	if filepath.Dir(who.Exe) != shared {
+		t.Errorf("h2's agent runs from %s, not from the shared cache %s", who.Exe, shared)
+	}
+	if n := waiter.Stats().Total.Uploads; n != 1 {
+		t.Errorf("h2 uploaded the agent %d times, want 1 (after giving up on the stalled upload)", n)
+	}
+	if w := warn.String(); !strings.Contains(w, "toworker: h2: another connection's upload of the agent") ||
+		!strings.Contains(w, "uploading it from this connection") {
+		t.Errorf("h2 did not say it gave up waiting for the stalled upload; warnings: %q", w)
+	}
+
+	select {
+	case <-stalledRun.Done():
+		_, err := stalledRun.Wait()
+		t.Fatalf("the job on the stalled link ended while its link was silent: %v", err)
+	default:
+	}
+	stalled.Kill()
+	if _, err := waitRun(t, stalledRun, 30*time.Second); err == nil {
+		t.Error("the job on the stalled link succeeded")
 	}
 }
 

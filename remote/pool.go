@@ -87,11 +87,15 @@ type PoolConfig struct {
 	// after the master's goodbye, which the agent reads and stops on as
 	// it would if the connection just dropped, a round trip later than
 	// Close returns. For a program about to exit, like the toworker
-	// command, that is a round trip saved.
+	// command, that is a round trip saved. Kill closes a connection still
+	// busy StopWait plus one second after it was called (a job stuck
+	// writing into a silent link), whatever is left on it.
 	StopWait time.Duration
 	// KeepAlive is the interval of the master's pings to each agent; three
 	// unanswered intervals end the connection (on both sides). Zero means
-	// 5 s; negative means none.
+	// 5 s; negative means none: a link that goes silent is then not
+	// noticed, and a job writing an input larger than the SSH window
+	// (2 MiB) into it waits until Kill.
 	KeepAlive time.Duration
 	// MaxMessage caps one message (a job's result, a callback's input)
 	// the master accepts from a host. Zero means 256 MiB.
@@ -655,6 +659,7 @@ func (p *Pool) dial(h *hostState, ch chan struct{}, first *attempt, firstCall *w
 		return
 	} else {
 		h.conn = c
+		c.closeOnKill(p.ctx)
 		h.down = false
 		h.backoff = 0
 		h.connectedAt = now
