@@ -106,8 +106,18 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	if err != nil {
 		return nil, err
 	}
+	// Bound the whole bootstrap by ctx. Closing the channel would only
+	// send sshd a close message: the channel's opening, a read, or a write
+	// waiting for window on a link gone silent waits for sshd's answer,
+	// which never comes. Closing the connection (this host's own) ends them
+	// at once.
+	stopWatch := context.AfterFunc(ctx, func() { client.Close() })
+	defer stopWatch()
 	ch, reqs, err := client.OpenChannel("session", nil)
 	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		return nil, fmt.Errorf("open session: %w", err)
 	}
 	c := &hostConn{
@@ -129,12 +139,6 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.channelRequests(reqs) }()
 	go func() { defer c.wg.Done(); io.CopyBuffer(c.stderr, ch.Stderr(), make([]byte, 1024)) }()
-	// Bound the whole bootstrap by ctx. Closing the channel would only
-	// send sshd a close message: a read or a write waiting for window on a
-	// link gone silent waits for sshd's answer, which never comes. Closing
-	// the connection (this host's own) ends them at once.
-	stopWatch := context.AfterFunc(ctx, func() { client.Close() })
-	defer stopWatch()
 
 	helloFrame, err := wire.Marshal(&o.hello)
 	if err != nil {

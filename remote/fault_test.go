@@ -352,6 +352,7 @@ type sshEntry struct {
 	alias string
 	addr  string        // "host:port"
 	key   ssh.PublicKey // recorded in known_hosts for addr
+	jump  string        // ProxyJump, if any
 }
 
 // writeSSHConfig writes an ssh_config with a block per entry (the lab's
@@ -371,6 +372,9 @@ func writeSSHConfig(t *testing.T, entries ...sshEntry) string {
 			"  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"+
 			"  KexAlgorithms curve25519-sha256\n  BatchMode yes\n\n",
 			e.alias, host, port, lab.Servers[0].User, lab.IdentityFile, khFile)
+		if e.jump != "" {
+			fmt.Fprintf(&cfg, "Host %s\n  ProxyJump %s\n\n", e.alias, e.jump)
+		}
 		kh.WriteString(knownhosts.Line([]string{e.addr}, e.key) + "\n")
 	}
 	labCfg, err := os.ReadFile(lab.ConfigFile)
@@ -863,35 +867,50 @@ func TestFaultKillWhileInputStuck(t *testing.T) {
 	}
 }
 
-// TestFaultLinkSilentDuringUpload: the link goes silent in the middle of
-// the agent's upload (no FIN, no RST). ConnectTimeout bounds the bootstrap:
-// the job fails with the timeout soon after it, and Kill returns.
-func TestFaultLinkSilentDuringUpload(t *testing.T) {
-	target := lab.Server("h1")
-	r := startRelay(t, target.Addr())
-	r.holeAfter = 256 << 10
-	config := writeSSHConfig(t, sshEntry{alias: "h1-silent", addr: r.addr(), key: target.HostKey})
-	const connectTimeout = 3 * time.Second
-	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-silent"}, MinWarm: -1, ConnectTimeout: connectTimeout,
-		Agent: remote.AgentOptions{CacheDir: filepath.Join(t.TempDir(), "cache")}, SSH: remote.SSHOptions{ConfigFile: config}})
-	run := p.Submit(context.Background(), remote.Job{Host: "h1-silent", Func: Whoami.Name(), NoRetry: true})
-	_, err := waitRun(t, run, 10*connectTimeout)
-	if err == nil {
-		t.Fatal("a job whose host's link went silent during the upload succeeded")
-	}
-	if !r.holed() {
-		t.Fatalf("the job failed before the upload reached the relay's limit: %v", err)
-	}
-	var fe *remote.FailureError
-	if !errors.As(err, &fe) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "upload agent") {
-		t.Errorf("error %q (%T): want a *FailureError for the upload ending at the connect timeout", err, err)
-	}
-	done := make(chan struct{})
-	go func() { p.Kill(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Kill did not return within 10 s")
+// TestFaultLinkSilentDuringConnect: the link goes silent (no FIN, no RST)
+// at each stage of a connect: the SSH login, the agent's upload, and the
+// upload to a host behind a jump host whose own link stays up.
+// ConnectTimeout bounds them all: the job fails soon after it, with a
+// *FailureError, and Kill returns.
+func TestFaultLinkSilentDuringConnect(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		holeAfter int64 // bytes from the master before the link goes silent
+		jump      string
+	}{
+		{"version exchange", 1, ""},
+		{"login", 1100, ""},
+		{"session open", 1500, ""},
+		{"agent upload", 256 << 10, ""},
+		{"agent upload behind a jump host", 256 << 10, "h2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := lab.Server("h1")
+			r := startRelay(t, target.Addr())
+			r.holeAfter = tc.holeAfter
+			config := writeSSHConfig(t, sshEntry{alias: "h1-silent", addr: r.addr(), key: target.HostKey, jump: tc.jump})
+			const connectTimeout = 3 * time.Second
+			p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-silent"}, MinWarm: -1, ConnectTimeout: connectTimeout,
+				Agent: remote.AgentOptions{CacheDir: filepath.Join(t.TempDir(), "cache")}, SSH: remote.SSHOptions{ConfigFile: config}})
+			run := p.Submit(context.Background(), remote.Job{Host: "h1-silent", Func: Whoami.Name(), NoRetry: true})
+			_, err := waitRun(t, run, 10*connectTimeout)
+			if err == nil {
+				t.Fatal("a job whose host's link went silent during the connect succeeded")
+			}
+			if !r.holed() {
+				t.Fatalf("the job failed before the link went silent: %v", err)
+			}
+			if !remote.IsFailure(err) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("error %q (%T): want a *FailureError for the connect timeout", err, err)
+			}
+			done := make(chan struct{})
+			go func() { p.Kill(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Kill did not return within 10 s")
+			}
+		})
 	}
 }
 
