@@ -529,7 +529,7 @@ type tcpRelay struct {
 
 	// holeAfter, when set before the first connection, black-holes the
 	// relay once the master has sent more than that many bytes.
-	holeAfter int64
+	holeAfter atomic.Int64
 	sent      atomic.Int64
 
 	mu    sync.Mutex
@@ -587,7 +587,7 @@ func (r *tcpRelay) pipe(dst, src *net.TCPConn, fromMaster bool) {
 			return
 		default:
 		}
-		if fromMaster && r.holeAfter > 0 && r.sent.Add(int64(n)) > r.holeAfter {
+		if limit := r.holeAfter.Load(); fromMaster && limit > 0 && r.sent.Add(int64(n)) > limit {
 			r.blackhole()
 			<-r.stop
 			return
@@ -877,18 +877,31 @@ func TestFaultLinkSilentDuringConnect(t *testing.T) {
 		name      string
 		holeAfter int64 // bytes from the master before the link goes silent
 		jump      string
+		silentHop bool // the relay is in front of the jump host, not of h1
 	}{
-		{"version exchange", 1, ""},
-		{"login", 1100, ""},
-		{"session open", 1500, ""},
-		{"agent upload", 256 << 10, ""},
-		{"agent upload behind a jump host", 256 << 10, "h2"},
+		{"version exchange", 1, "", false},
+		{"login", 1100, "", false},
+		{"session open", 1500, "", false},
+		{"agent upload", 256 << 10, "", false},
+		{"agent upload behind a jump host", 256 << 10, "h2", false},
+		{"the jump host's link, at the forwarding", 1500, "j-silent", true},
+		{"the jump host's link, in the login behind it", 3000, "j-silent", true},
+		{"the jump host's link, in the upload behind it", 256 << 10, "j-silent", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			target := lab.Server("h1")
-			r := startRelay(t, target.Addr())
-			r.holeAfter = tc.holeAfter
-			config := writeSSHConfig(t, sshEntry{alias: "h1-silent", addr: r.addr(), key: target.HostKey, jump: tc.jump})
+			var r *tcpRelay
+			var config string
+			if tc.silentHop {
+				jump := lab.Server("h2")
+				r = startRelay(t, jump.Addr())
+				config = writeSSHConfig(t, sshEntry{alias: "j-silent", addr: r.addr(), key: jump.HostKey},
+					sshEntry{alias: "h1-silent", addr: target.Addr(), key: target.HostKey, jump: tc.jump})
+			} else {
+				r = startRelay(t, target.Addr())
+				config = writeSSHConfig(t, sshEntry{alias: "h1-silent", addr: r.addr(), key: target.HostKey, jump: tc.jump})
+			}
+			r.holeAfter.Store(tc.holeAfter)
 			const connectTimeout = 3 * time.Second
 			p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-silent"}, MinWarm: -1, ConnectTimeout: connectTimeout,
 				Agent: remote.AgentOptions{CacheDir: filepath.Join(t.TempDir(), "cache")}, SSH: remote.SSHOptions{ConfigFile: config}})
@@ -923,7 +936,7 @@ func TestFaultSharedCacheUploaderStalls(t *testing.T) {
 	shared := filepath.Join(t.TempDir(), "cache")
 	target := lab.Server("h1")
 	r := startRelay(t, target.Addr())
-	r.holeAfter = 256 << 10 // past the login and the first frames, early in the upload
+	r.holeAfter.Store(256 << 10) // past the login and the first frames, early in the upload
 	config := writeSSHConfig(t, sshEntry{alias: "h1-stalled", addr: r.addr(), key: target.HostKey})
 	agentOpts := remote.AgentOptions{CacheDir: shared}
 

@@ -152,6 +152,10 @@ func dial(ctx context.Context, t *Target, o *Options, via *Client) (*Client, err
 	}
 }
 
+// hopSilence is how long a jump host may leave unanswered the close of a
+// connection through it whose context ended before it is taken for dead.
+const hopSilence = 5 * time.Second
+
 func targetAddr(t *Target) string {
 	return net.JoinHostPort(t.HostName, strconv.Itoa(t.Port))
 }
@@ -241,9 +245,26 @@ func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, 
 	}
 
 	// The handshake has no context of its own: closing the connection when
-	// the context ends interrupts it.
-	stop := context.AfterFunc(hctx, func() { conn.Close() })
+	// the context ends interrupts it. Through a jump host that is only a
+	// close message to the hop, which a hop whose link went silent never
+	// answers: if the handshake has not ended hopSilence later, the hop's
+	// connection is closed, with every connection through it.
+	handshook := make(chan struct{})
+	stop := context.AfterFunc(hctx, func() {
+		conn.Close()
+		if via == nil {
+			return
+		}
+		t := time.NewTimer(hopSilence)
+		defer t.Stop()
+		select {
+		case <-handshook:
+		case <-t.C:
+			via.Close()
+		}
+	})
 	sc, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	close(handshook)
 	if !stop() {
 		if err == nil {
 			sc.Close()
