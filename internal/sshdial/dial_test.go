@@ -581,6 +581,31 @@ func TestDialLab(t *testing.T) {
 		}
 	})
 
+	t.Run("ProxyCommand that never answers", func(t *testing.T) {
+		// The command reads the client's version and says nothing: the
+		// context ends the handshake, and the command is killed.
+		o := base
+		o.Options = []string{"ProxyCommand=sleep 60"}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		tg, err := Resolve("h1", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := Dial(ctx, tg, o)
+		if err == nil {
+			c.Close()
+			t.Fatal("connected through a ProxyCommand that says nothing")
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("got %v, want an error wrapping context.DeadlineExceeded", err)
+		}
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("Dial returned %v after its 1 s context", d)
+		}
+	})
+
 	t.Run("encrypted key without agent or terminal", func(t *testing.T) {
 		enc := writeKey(t, t.TempDir(), "id_enc", labKey(t, lab), "secret")
 		cfg := labConfig(t, lab, "IdentityFile "+enc, "IdentitiesOnly yes")
