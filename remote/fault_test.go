@@ -827,6 +827,49 @@ func TestFaultHalfOpenDuringUpload(t *testing.T) {
 	}
 }
 
+// TestFaultJumpHostGoesSilent: two warm hosts behind one jump host, whose
+// link then goes silent. Both connections are noticed dead by their
+// keepalives (the pings travel through the silent hop), both jobs fail as
+// connection failures, and Kill returns.
+func TestFaultJumpHostGoesSilent(t *testing.T) {
+	const keepAlive = 200 * time.Millisecond
+	jump := lab.Server("h2")
+	r := startRelay(t, jump.Addr())
+	h1, h3 := lab.Server("h1"), lab.Server("h3")
+	config := writeSSHConfig(t, sshEntry{alias: "j-silent", addr: r.addr(), key: jump.HostKey},
+		sshEntry{alias: "h1-behind", addr: h1.Addr(), key: h1.HostKey, jump: "j-silent"},
+		sshEntry{alias: "h3-behind", addr: h3.Addr(), key: h3.HostKey, jump: "j-silent"})
+	hosts := []string{"h1-behind", "h3-behind"}
+	p, _ := faultPool(t, remote.PoolConfig{Hosts: hosts, KeepAlive: keepAlive, SSH: remote.SSHOptions{ConfigFile: config}})
+	runs := make(map[string]*remote.Run)
+	lines := make(chan string, 4)
+	for _, h := range hosts {
+		runs[h] = p.Submit(context.Background(), remote.Job{Host: h, Func: FaultSleep.Name(), Data: 30, NoRetry: true,
+			OnOutput: func(l string) { lines <- l }})
+	}
+	for range hosts {
+		recvLine(t, lines, 30*time.Second, "job start")
+	}
+	holed := time.Now()
+	r.blackhole()
+	for _, h := range hosts {
+		_, err := waitRun(t, runs[h], 20*time.Second)
+		if err == nil || !remote.IsFailure(err) || !strings.Contains(err.Error(), "keepalive") {
+			t.Errorf("%s: %v; want a *FailureError naming the unanswered keepalives", h, err)
+		}
+	}
+	t.Logf("both connections behind the silent hop failed after %v", time.Since(holed).Round(time.Millisecond))
+	done := make(chan struct{})
+	go func() { p.Kill(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		r.close() // unblock the master so that the test can end
+		<-done
+		t.Fatal("Kill did not return within 15 s")
+	}
+}
+
 // TestFaultKillWhileInputStuck: a job's input is being written into a
 // link that went silent, with keepalive off, so nothing notices: the write
 // waits for SSH window that never comes. Kill still returns (the pool gives
