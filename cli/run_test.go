@@ -192,7 +192,17 @@ func TestExitStatusesAndFailedFile(t *testing.T) {
 	}
 }
 
+// warmHosts runs true on hosts so that their agent is cached: a test whose
+// --timeout is short would otherwise also time the first upload.
+func warmHosts(t *testing.T, hosts string) {
+	t.Helper()
+	if r := cli(t, "run", "-H", hosts, "--", "true"); r.code != 0 {
+		t.Fatalf("run true on %s: exit %d: %s", hosts, r.code, r.stderr)
+	}
+}
+
 func TestTimeout(t *testing.T) {
+	warmHosts(t, "h[1-2]")
 	start := time.Now()
 	r := cli(t, "run", "-H", "h[1-2]", "--timeout", "1s", "--json", "--", hostIs(1)+" && sleep 30; echo quick")
 	if r.code != ExitUnreachable {
@@ -205,6 +215,46 @@ func TestTimeout(t *testing.T) {
 	if recs["h1"].Status != statusTimeout || recs["h2"].Status != statusOK {
 		t.Errorf("records: %+v", recs)
 	}
+}
+
+// TestTimeoutKillsPlainCommand: a command line of plain words runs without
+// a shell (the agent starts the program itself); past --timeout it is
+// killed all the same, and the host reports the timeout.
+func TestTimeoutKillsPlainCommand(t *testing.T) {
+	const arg = "31.4159" // a duration no other sleep on this machine uses
+	warmHosts(t, "h1")
+	r := cli(t, "run", "-H", "h1", "--timeout", "1s", "--json", "--", "sleep "+arg)
+	if r.code != ExitUnreachable {
+		t.Errorf("exit %d, want %d: %s", r.code, ExitUnreachable, r.stderr)
+	}
+	if recs := finalRecords(t, r.stdout); recs["h1"].Status != statusTimeout {
+		t.Errorf("records: %+v", recs)
+	}
+	var left []int
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		left = processesRunning("sleep\x00" + arg + "\x00")
+		if len(left) == 0 {
+			return
+		}
+	}
+	t.Errorf("sleep %s still running after its timeout: pids %v", arg, left)
+}
+
+// processesRunning lists the live processes whose command line is cmdline
+// (arguments separated and ended by NUL bytes).
+func processesRunning(cmdline string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && string(b) == cmdline && processAlive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func TestGroupOutput(t *testing.T) {
