@@ -3,6 +3,7 @@ package remote
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -205,7 +206,24 @@ func (a *attempt) exec(c *hostConn, call *wire.Call, timeout time.Duration, time
 	}
 	start := time.Now()
 	if a.conn == nil { // not already sent with the bootstrap
-		if err := c.start(a, call); err != nil {
+		var stop chan struct{}
+		endWatch := func() {}
+		if len(call.Data)+len(call.DataTail) > wire.ChunkSize {
+			// A large input takes a while on a slow link: the job's end
+			// (timeout, cancel, kill) stops it between frames.
+			stop = make(chan struct{})
+			endWatch = a.watchSend(stop, timeout)
+		}
+		err := c.start(a, call, stop)
+		endWatch()
+		if err != nil {
+			if errors.Is(err, wire.ErrStopped) {
+				if err != errNotSent { // the boss has part of the call: it drops it
+					c.cancel(a.id)
+				}
+				a.stop()
+				return a.stoppedOutcome()
+			}
 			a.stop()
 			return outcome{failure: &FailureError{Host: a.host, Desc: r.job.Desc, Op: "run", Err: err}}
 		}
@@ -234,6 +252,49 @@ func (a *attempt) exec(c *hostConn, call *wire.Call, timeout time.Duration, time
 			return outcome{err: fmt.Errorf("%w: job %q on %s killed", ErrClosed, r.job.Desc, a.host)}
 		}
 	}
+}
+
+// watchSend closes stop when the attempt's job ends before its call is
+// sent: its timeout passes, its context ends, or the pool is killed. The
+// returned func ends the watch.
+func (a *attempt) watchSend(stop chan struct{}, timeout time.Duration) (end func()) {
+	var expired <-chan time.Time
+	var timer *time.Timer
+	if timeout > 0 {
+		timer = time.NewTimer(timeout)
+		expired = timer.C
+	}
+	sent := make(chan struct{})
+	go func() {
+		select {
+		case <-expired:
+		case <-a.run.ctx.Done():
+		case <-a.pool.ctx.Done():
+		case <-sent:
+			return
+		}
+		close(stop)
+	}()
+	return func() {
+		close(sent)
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// stoppedOutcome is the outcome of an attempt whose call was stopped before
+// it was all sent: the pool was killed, its context ended, or its timeout
+// passed.
+func (a *attempt) stoppedOutcome() outcome {
+	r := a.run
+	switch {
+	case a.pool.ctx.Err() != nil:
+		return outcome{err: fmt.Errorf("%w: job %q on %s killed", ErrClosed, r.job.Desc, a.host)}
+	case r.ctx.Err() != nil:
+		return outcome{err: a.stopError(false)}
+	}
+	return outcome{err: a.stopError(true)}
 }
 
 // stopError is the error for an attempt stopped by its timeout (timedOut)

@@ -450,8 +450,12 @@ func (c *hostConn) dispatch(f wire.Frame) error {
 	return nil
 }
 
-// start registers an attempt and sends its call.
-func (c *hostConn) start(a *attempt, call *wire.Call) error {
+// start registers an attempt and sends its call. A call split into frames
+// stops at the next frame once stop (when not nil) is closed, with
+// wire.ErrStopped: the attempt then stays registered if the boss has seen
+// part of it (a cancel makes the boss drop it and answer), and is forgotten
+// if not.
+func (c *hostConn) start(a *attempt, call *wire.Call, stop <-chan struct{}) error {
 	head, err := wire.Marshal(call) // the data follows it, not copied
 	if err != nil {
 		return err
@@ -467,17 +471,28 @@ func (c *hostConn) start(a *attempt, call *wire.Call) error {
 	if others {
 		c.w.Hold()
 	}
-	err = c.w.WriteMessage(wire.KindCall, a.id, head, call.Data, call.DataTail)
+	started := true
+	if stop != nil {
+		started, err = c.w.WriteMessageStop(stop, wire.KindCall, a.id, head, call.Data, call.DataTail)
+	} else {
+		err = c.w.WriteMessage(wire.KindCall, a.id, head, call.Data, call.DataTail)
+	}
 	if others {
 		runtime.Gosched()
 		if rerr := c.w.Release(); err == nil {
 			err = rerr
 		}
 	}
+	if started && errors.Is(err, wire.ErrStopped) {
+		return err // still registered: the boss answers the cancel
+	}
 	if err != nil {
 		c.mu.Lock()
 		delete(c.pending, a.id)
-		if c.err != nil {
+		switch {
+		case errors.Is(err, wire.ErrStopped):
+			err = errNotSent
+		case c.err != nil:
 			err = c.err // why the connection ended, not the write's EOF
 		}
 		c.mu.Unlock()
@@ -485,6 +500,10 @@ func (c *hostConn) start(a *attempt, call *wire.Call) error {
 	}
 	return nil
 }
+
+// errNotSent: a call stopped before any of it was written; the boss knows
+// nothing of it.
+var errNotSent = fmt.Errorf("%w before its first frame", wire.ErrStopped)
 
 // register gives a its job id on c and routes c's frames for it to a.
 func (c *hostConn) register(a *attempt) error {

@@ -531,6 +531,9 @@ type tcpRelay struct {
 	// relay once the master has sent more than that many bytes.
 	holeAfter atomic.Int64
 	sent      atomic.Int64
+	// rate, when set, paces what the master sends to that many bytes a
+	// second: a slow link that stays up.
+	rate atomic.Int64
 
 	mu    sync.Mutex
 	conns []*net.TCPConn
@@ -587,6 +590,9 @@ func (r *tcpRelay) pipe(dst, src *net.TCPConn, fromMaster bool) {
 			return
 		default:
 		}
+		if rate := r.rate.Load(); fromMaster && rate > 0 && n > 0 {
+			time.Sleep(time.Duration(int64(n) * int64(time.Second) / rate))
+		}
 		if limit := r.holeAfter.Load(); fromMaster && limit > 0 && r.sent.Add(int64(n)) > limit {
 			r.blackhole()
 			<-r.stop
@@ -603,6 +609,13 @@ func (r *tcpRelay) pipe(dst, src *net.TCPConn, fromMaster bool) {
 			return
 		}
 	}
+}
+
+// connections counts the connections the relay has accepted.
+func (r *tcpRelay) connections() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns) / 2
 }
 
 // holed reports whether the relay has stopped forwarding.
@@ -867,6 +880,65 @@ func TestFaultJumpHostGoesSilent(t *testing.T) {
 		r.close() // unblock the master so that the test can end
 		<-done
 		t.Fatal("Kill did not return within 15 s")
+	}
+}
+
+// TestFaultLargeInputStopsAtTimeout: a job's large input goes out over a
+// slow link that stays up. When the job times out, or is cancelled, while
+// its input is still being sent, the rest is not sent: the job ends then,
+// and the connection goes on serving the next jobs.
+func TestFaultLargeInputStopsAtTimeout(t *testing.T) {
+	target := lab.Server("h1")
+	r := startRelay(t, target.Addr())
+	config := writeSSHConfig(t, sshEntry{alias: "h1-slow", addr: r.addr(), key: target.HostKey})
+	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-slow"}, SSH: remote.SSHOptions{ConfigFile: config}})
+	echo := func(n int) error {
+		out, err := remote.CallOn(context.Background(), p, "", Echo, bytes.Repeat([]byte{'e'}, n))
+		if err == nil && len(out) != n {
+			err = fmt.Errorf("echo of %d bytes returned %d", n, len(out))
+		}
+		return err
+	}
+	if err := echo(10); err != nil {
+		t.Fatal(err)
+	}
+	const rate = 2 << 20 // bytes a second: 32 MiB would take 16 s
+	for _, tc := range []struct {
+		name   string
+		job    func(ctx context.Context) remote.Job
+		cancel time.Duration // cancel the job's context after this long; 0: never
+		want   error
+	}{
+		{"timeout", func(context.Context) remote.Job { return remote.Job{Timeout: time.Second} }, 0, remote.ErrTimeout},
+		{"cancel", func(context.Context) remote.Job { return remote.Job{} }, time.Second, context.Canceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r.rate.Store(rate)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			job := tc.job(ctx)
+			job.Func, job.Data, job.NoRetry = Echo.Name(), make([]byte, 32<<20), true
+			start := time.Now()
+			run := p.Submit(ctx, job)
+			if tc.cancel > 0 {
+				time.AfterFunc(tc.cancel, cancel)
+			}
+			_, err := waitRun(t, run, 30*time.Second)
+			took := time.Since(start)
+			r.rate.Store(0)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("the job ended with %v after %v, want %v", err, took.Round(time.Millisecond), tc.want)
+			}
+			if took > 8*time.Second {
+				t.Errorf("the job ended %v after it started, its input still going out long after its end at 1 s", took.Round(time.Millisecond))
+			}
+			if err := echo(100 << 10); err != nil {
+				t.Fatalf("the next job: %v", err)
+			}
+			if n := r.connections(); n != 1 {
+				t.Errorf("%d connections to the host, want the first one still serving", n)
+			}
+		})
 	}
 }
 

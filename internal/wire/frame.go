@@ -308,6 +308,25 @@ func (w *Writer) Release() error {
 // is split, other messages of the same job and kind wait for it, so the
 // reader never mixes two of them.
 func (w *Writer) WriteMessage(k Kind, job uint32, parts ...[]byte) error {
+	_, err := w.writeMessage(nil, k, job, parts)
+	return err
+}
+
+// ErrStopped is returned by WriteMessageStop when it stopped before the
+// whole message was written.
+var ErrStopped = errors.New("wire: message stopped before its end")
+
+// WriteMessageStop is WriteMessage, except that a message split into
+// frames stops at the next frame once stop is closed, with ErrStopped:
+// started then reports whether any of its frames had been written (the
+// reader holds a partial message, which only the end of the stream, or of
+// the reading process, drops). A message that fits in one frame is written
+// whole.
+func (w *Writer) WriteMessageStop(stop <-chan struct{}, k Kind, job uint32, parts ...[]byte) (started bool, err error) {
+	return w.writeMessage(stop, k, job, parts)
+}
+
+func (w *Writer) writeMessage(stop <-chan struct{}, k Kind, job uint32, parts [][]byte) (started bool, err error) {
 	size := 0
 	for _, p := range parts {
 		size += len(p)
@@ -321,13 +340,17 @@ func (w *Writer) WriteMessage(k Kind, job uint32, parts ...[]byte) error {
 			if size <= ChunkSize {
 				err := w.writeLocked(Frame{Kind: k, Job: job}, size, parts...)
 				w.mu.Unlock()
-				return err
+				return true, err
 			}
 			break
 		}
 		w.releaseLocked()
 		w.mu.Unlock()
-		<-wait
+		select {
+		case <-wait:
+		case <-stop:
+			return false, ErrStopped
+		}
 	}
 	// A split message: mark it in flight, then write chunk by chunk,
 	// letting other frames in between. The first frame starts with the
@@ -351,6 +374,11 @@ func (w *Writer) WriteMessage(k Kind, job uint32, parts ...[]byte) error {
 	var pieces [][]byte
 	first := true
 	for size > 0 {
+		select {
+		case <-stop:
+			return started, ErrStopped
+		default:
+		}
 		room := ChunkSize
 		pieces = pieces[:0]
 		if first {
@@ -380,11 +408,12 @@ func (w *Writer) WriteMessage(k Kind, job uint32, parts ...[]byte) error {
 		w.mu.Lock()
 		err := w.writeLocked(Frame{Kind: k, Job: job, More: size > 0}, n, pieces...)
 		w.mu.Unlock()
+		started = true
 		if err != nil {
-			return err
+			return started, err
 		}
 	}
-	return nil
+	return started, nil
 }
 
 // Err returns the first write error, if any.

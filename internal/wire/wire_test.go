@@ -326,3 +326,71 @@ func TestReaderFrameBuffered(t *testing.T) {
 		t.Error("not FrameBuffered with the next frame whole in the buffer")
 	}
 }
+
+// stopAfterWrites is a writer that closes stop once it has taken n writes.
+type stopAfterWrites struct {
+	bytes.Buffer
+	n    int
+	stop chan struct{}
+}
+
+func (s *stopAfterWrites) Write(p []byte) (int, error) {
+	if s.n--; s.n == 0 {
+		close(s.stop)
+	}
+	return s.Buffer.Write(p)
+}
+
+func TestWriteMessageStop(t *testing.T) {
+	big := bytes.Repeat([]byte{7}, 3*ChunkSize)
+	for _, tc := range []struct {
+		name        string
+		data        []byte
+		stopAfter   int // writes to the stream before stop closes; 0: closed at once
+		wantStarted bool
+		wantErr     error
+		wantFrames  int
+	}{
+		{"small, stop closed", []byte("x"), 0, true, nil, 1},
+		{"split, stop closed before", big, 0, false, ErrStopped, 0},
+		{"split, stopped after the first frame", big, 1, true, ErrStopped, 1},
+		{"split, never stopped", big, 100, true, nil, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := &stopAfterWrites{n: tc.stopAfter, stop: make(chan struct{})}
+			if tc.stopAfter == 0 {
+				close(out.stop)
+			}
+			// No buffer to speak of: every frame reaches out by itself.
+			w := NewWriterSize(out, 16)
+			started, err := w.WriteMessageStop(out.stop, KindCall, 3, tc.data)
+			if started != tc.wantStarted || !errors.Is(err, tc.wantErr) {
+				t.Fatalf("started %v, err %v; want %v, %v", started, err, tc.wantStarted, tc.wantErr)
+			}
+			r := NewReader(bytes.NewReader(out.Bytes()), Limits{})
+			frames := 0
+			var last Frame
+			for {
+				f, err := r.ReadFrame()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				frames++
+				last = f
+			}
+			if frames != tc.wantFrames {
+				t.Errorf("%d frames written, want %d", frames, tc.wantFrames)
+			}
+			if tc.wantErr != nil && frames > 0 && !last.More {
+				t.Errorf("the last frame of a stopped message says it is the end")
+			}
+			// The writer takes the next message of the same job and kind.
+			if err := w.WriteMessage(KindCall, 3, []byte("next")); err != nil {
+				t.Errorf("after the stop: %v", err)
+			}
+		})
+	}
+}
