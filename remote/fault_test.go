@@ -69,6 +69,19 @@ var FaultSleep = agent.Register("fault.sleep", func(ctx context.Context, seconds
 	return seconds, nil
 })
 
+// FaultFlood starts `yes` writing long lines on the job's stdout without
+// end, prints "host <host> pids <worker> <yes>", and waits for it.
+var FaultFlood = agent.Register("fault.flood", func(ctx context.Context, _ struct{}) (int, error) {
+	cmd := exec.Command("yes", strings.Repeat("flood", 200))
+	cmd.Stdout = os.Stdout
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	fmt.Printf("host %s pids %d %d\n", callback.Host(ctx), os.Getpid(), cmd.Process.Pid)
+	cmd.Wait()
+	return 0, nil
+})
+
 // FaultCrash takes its worker down in the way named by how.
 var FaultCrash = agent.Register("fault.crash", func(ctx context.Context, how string) (int, error) {
 	switch how {
@@ -838,6 +851,41 @@ func TestFaultHalfOpenDuringUpload(t *testing.T) {
 		r.close() // unblock the master so that the test can end
 		t.Fatal("a job writing its input into a half-open connection is stuck past its timeout and the keepalive bound")
 	}
+}
+
+// TestFaultSilentUnderOutputFlood: a job floods its output when the link
+// goes silent, so the boss's writes to sshd block (the SSH window is spent)
+// as the master stops hearing it. The master fails the job by its
+// keepalives; on the host the boss, which hears nothing more either, still
+// stops and kills the job's process group, though its output is stuck.
+func TestFaultSilentUnderOutputFlood(t *testing.T) {
+	const keepAlive = 200 * time.Millisecond
+	target := lab.Server("h1")
+	r := startRelay(t, target.Addr())
+	config := writeSSHConfig(t, sshEntry{alias: "h1-relayed", addr: r.addr(), key: target.HostKey})
+	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-relayed"}, KeepAlive: keepAlive,
+		SSH: remote.SSHOptions{ConfigFile: config}})
+	first := make(chan string, 1)
+	run := p.Submit(context.Background(), remote.Job{Func: FaultFlood.Name(), NoRetry: true,
+		OnOutput: func(l string) {
+			if strings.HasPrefix(l, "host ") {
+				first <- l
+			}
+		}})
+	pids := parsePids(t, recvLine(t, first, 30*time.Second, "job start"))
+	boss := bossOf(t, pids[0])
+	time.Sleep(200 * time.Millisecond) // the flood fills every buffer on the way
+	holed := time.Now()
+	r.blackhole()
+	_, err := waitRun(t, run, 20*time.Second)
+	if err == nil || !remote.IsFailure(err) || !strings.Contains(err.Error(), "keepalive") {
+		t.Errorf("job: %v; want a *FailureError naming the unanswered keepalives", err)
+	}
+	// As in TestFaultHalfOpenConnection: three silent ping intervals of a
+	// whole second, noticed at the next tick.
+	hostBound := 3*time.Second + time.Second + 3*time.Second
+	waitAllGone(t, "the flooding job on the host", pids, []int{pids[0]}, hostBound-time.Since(holed))
+	waitAllGone(t, "the boss of the silent master", []int{boss}, nil, hostBound-time.Since(holed)+2*time.Second)
 }
 
 // TestFaultJumpHostGoesSilent: two warm hosts behind one jump host, whose
