@@ -100,7 +100,8 @@ type bjob struct {
 	w  *bworker // guarded by boss.mu: nil while in boss.queue
 	// held keeps copies of the call's frames until a worker starts it, so
 	// that a call queued on a worker that dies can go to another; complete
-	// says its last frame has arrived. Guarded by boss.mu.
+	// says its last frame has arrived (the master may stop sending a large
+	// call when its job ends first). Guarded by boss.mu.
 	held     []wire.Frame
 	complete bool
 	// inline is the Inline function of a call that waits in boss.queue
@@ -721,6 +722,16 @@ func (b *boss) cancel(id uint32) {
 		delete(b.jobs, id)
 		b.mu.Unlock()
 		b.notStarted(id)
+		return
+	}
+	if !j.complete && j.w.job == j {
+		// The master stopped sending the call (its job ended while its
+		// input was on the way): the worker reads a message that never
+		// ends. The call has not started; the worker goes, and its
+		// partial message with it.
+		pid := j.w.pid
+		b.mu.Unlock()
+		syscall.Kill(-pid, syscall.SIGKILL)
 		return
 	}
 	if g := j.w.gate; g != nil {

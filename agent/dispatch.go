@@ -20,10 +20,10 @@ func (b *boss) routeCall(f wire.Frame, batch *[]*bworker) (kept bool, err error)
 	b.mu.Lock()
 	if j := b.jobs[f.Job]; j != nil {
 		w := j.w
+		j.complete = !f.More
 		if w == nil || w.job != j {
 			// Not started yet: keep a copy for whichever worker runs it.
 			j.held = append(j.held, cloneFrame(f))
-			j.complete = !f.More
 		}
 		if w == nil {
 			ds := b.dispatchLocked()

@@ -934,12 +934,15 @@ func TestFaultJumpHostGoesSilent(t *testing.T) {
 // TestFaultLargeInputStopsAtTimeout: a job's large input goes out over a
 // slow link that stays up. When the job times out, or is cancelled, while
 // its input is still being sent, the rest is not sent: the job ends then,
-// and the connection goes on serving the next jobs.
+// and the connection goes on serving the next jobs. With one worker slot
+// (MaxPerHost 1, and Pipeline, which makes the boss keep to it), the next
+// job runs only if the host let go of the worker that was reading the
+// partial call.
 func TestFaultLargeInputStopsAtTimeout(t *testing.T) {
 	target := lab.Server("h1")
 	r := startRelay(t, target.Addr())
 	config := writeSSHConfig(t, sshEntry{alias: "h1-slow", addr: r.addr(), key: target.HostKey})
-	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-slow"}, SSH: remote.SSHOptions{ConfigFile: config}})
+	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-slow"}, MaxPerHost: 1, Pipeline: 1, SSH: remote.SSHOptions{ConfigFile: config}})
 	echo := func(n int) error {
 		out, err := remote.CallOn(context.Background(), p, "", Echo, bytes.Repeat([]byte{'e'}, n))
 		if err == nil && len(out) != n {
