@@ -816,10 +816,18 @@ func TestFaultHalfOpenConnection(t *testing.T) {
 		t.Errorf("job: host %s attempts %d err %v; want it retried on h2", res.Host, res.Attempts, err)
 	}
 
-	// The host: the boss hears nothing for three ping intervals (whole
-	// seconds: 1 s here), notices at its next tick, and kills the job.
+	waitHostStops(t, "the silent master's job on the host", pids, boss, holed)
+}
+
+// waitHostStops waits for a job's processes (pids, the first its worker,
+// whose process group goes too) and its boss to be gone after the master
+// went silent at holed: the boss hears nothing for three ping intervals
+// (whole seconds: 1 s for the tests' short keepalives), notices at its next
+// tick, and kills the job.
+func waitHostStops(t *testing.T, what string, pids []int, boss int, holed time.Time) {
+	t.Helper()
 	hostBound := 3*time.Second + time.Second + 3*time.Second
-	waitAllGone(t, "the silent master's job on the host", pids, []int{pids[0]}, hostBound-time.Since(holed))
+	waitAllGone(t, what, pids, []int{pids[0]}, hostBound-time.Since(holed))
 	waitAllGone(t, "the boss of the silent master", []int{boss}, nil, hostBound-time.Since(holed)+2*time.Second)
 }
 
@@ -881,11 +889,7 @@ func TestFaultSilentUnderOutputFlood(t *testing.T) {
 	if err == nil || !remote.IsFailure(err) || !strings.Contains(err.Error(), "keepalive") {
 		t.Errorf("job: %v; want a *FailureError naming the unanswered keepalives", err)
 	}
-	// As in TestFaultHalfOpenConnection: three silent ping intervals of a
-	// whole second, noticed at the next tick.
-	hostBound := 3*time.Second + time.Second + 3*time.Second
-	waitAllGone(t, "the flooding job on the host", pids, []int{pids[0]}, hostBound-time.Since(holed))
-	waitAllGone(t, "the boss of the silent master", []int{boss}, nil, hostBound-time.Since(holed)+2*time.Second)
+	waitHostStops(t, "the flooding job on the host", pids, boss, holed)
 }
 
 // TestFaultJumpHostGoesSilent: two warm hosts behind one jump host, whose
