@@ -63,7 +63,10 @@ type PoolConfig struct {
 	// means 1; negative means none.
 	MinWarm int
 	// Timeout is each job's time limit; a job past it is killed with its
-	// processes. Zero means 30 s; negative means no limit.
+	// processes. A wait for the host's connection is bounded by it too;
+	// then the limit runs from the moment the job's call is sent, and
+	// covers sending its input: a large input still on its way when it
+	// passes is not sent further. Zero means 30 s; negative means no limit.
 	Timeout time.Duration
 	// MaxJobsPerWorker recycles a worker after that many jobs. Zero means
 	// never.
