@@ -76,8 +76,15 @@ bench: setup build
 bench-smoke: setup build
 	CGO_ENABLED=0 $(GO) run ./bench/cmd/benchlab -smoke -out $$(mktemp -d)
 
+# fuzz runs every fuzz target (func FuzzX in a _test.go file) for FUZZTIME.
+FUZZTIME ?= 10s
 fuzz:
-	$(GO) test -run=^$$ -fuzz=FuzzReadMessage -fuzztime=30s ./internal/wire/
+	@set -e; for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$pkg/*_test.go); do \
+			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 clean:
 	rm -rf bin
