@@ -33,6 +33,7 @@ type worker struct {
 	out  *capture
 	host string
 	jobs int
+	pid  int   // this process's, for each result
 	gate *gate // shared with the boss; nil without
 
 	// The socket has no reader goroutine of its own: whoever holds readTok
@@ -99,7 +100,8 @@ func serveWorker() error {
 		}
 		f.Close()
 	}
-	if err := wk.w.WriteValue(wire.KindHello, 0, &wire.Hello{Version: wire.Version, Role: "worker", PID: os.Getpid()}); err != nil {
+	wk.pid = os.Getpid()
+	if err := wk.w.WriteValue(wire.KindHello, 0, &wire.Hello{Version: wire.Version, Role: "worker", PID: wk.pid}); err != nil {
 		return err
 	}
 	var initErr *wire.Error
@@ -116,7 +118,7 @@ func serveWorker() error {
 			switch wk.gate.begin(c.job) {
 			case gateSkip:
 				res := &wire.Result{Err: &wire.Error{Kind: wire.ErrKindCanceled, Message: "job cancelled before it started"},
-					WorkerPID: os.Getpid(), WorkerJobs: wk.jobs}
+					WorkerPID: wk.pid, WorkerJobs: wk.jobs}
 				if err := wk.w.WriteValue(wire.KindResult, c.job, res); err != nil {
 					return err
 				}
@@ -129,7 +131,7 @@ func serveWorker() error {
 		if wk.gate != nil && wk.gate.end(c.job) == gateDying {
 			awaitKill()
 		}
-		res.WorkerPID = os.Getpid()
+		res.WorkerPID = wk.pid
 		res.WorkerJobs = wk.jobs
 		if err := wk.w.WriteValue(wire.KindResult, c.job, res); err != nil {
 			return err
