@@ -631,6 +631,22 @@ func (r *tcpRelay) connections() int {
 	return len(r.conns) / 2
 }
 
+// killWithin kills p and fails the test if Kill has not returned within d;
+// the relay r is then closed, which unblocks the master, so that the test
+// can end.
+func killWithin(t *testing.T, p *remote.Pool, r *tcpRelay, d time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { p.Kill(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		r.close()
+		<-done
+		t.Fatalf("Kill did not return within %v", d)
+	}
+}
+
 // holed reports whether the relay has stopped forwarding.
 func (r *tcpRelay) holed() bool {
 	select {
@@ -924,15 +940,7 @@ func TestFaultJumpHostGoesSilent(t *testing.T) {
 		}
 	}
 	t.Logf("both connections behind the silent hop failed after %v", time.Since(holed).Round(time.Millisecond))
-	done := make(chan struct{})
-	go func() { p.Kill(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		r.close() // unblock the master so that the test can end
-		<-done
-		t.Fatal("Kill did not return within 15 s")
-	}
+	killWithin(t, p, r, 15*time.Second)
 }
 
 // TestFaultLargeInputStopsAtTimeout: a job's large input goes out over a
@@ -1021,15 +1029,7 @@ func TestFaultKillWhileInputStuck(t *testing.T) {
 		t.Fatalf("the job ended before the kill: %v", err)
 	default:
 	}
-	done := make(chan struct{})
-	go func() { p.Kill(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		r.close() // unblock the master so that the test can end
-		<-done
-		t.Fatal("Kill did not return within 20 s while a job's input was stuck on a silent link")
-	}
+	killWithin(t, p, r, 20*time.Second)
 	if _, err := waitRun(t, run, 5*time.Second); err == nil {
 		t.Error("the job whose input was stuck succeeded")
 	} else if !errors.Is(err, remote.ErrClosed) {
@@ -1086,13 +1086,7 @@ func TestFaultLinkSilentDuringConnect(t *testing.T) {
 			if !remote.IsFailure(err) || !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("error %q (%T): want a *FailureError for the connect timeout", err, err)
 			}
-			done := make(chan struct{})
-			go func() { p.Kill(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("Kill did not return within 10 s")
-			}
+			killWithin(t, p, r, 10*time.Second)
 		})
 	}
 }
