@@ -83,6 +83,13 @@ func run() int {
 		rep.Errors = append(rep.Errors, "stopped: "+context.Cause(ctx).Error())
 	}
 	rep.Duration = time.Since(start).Seconds()
+	if *hold {
+		// Nothing was measured: the results of the last run stay.
+		if len(rep.Errors) > 0 && ctx.Err() == nil {
+			return 1
+		}
+		return 0
+	}
 	if len(rep.Errors) > 0 {
 		code = 1
 	}
