@@ -631,6 +631,15 @@ func (r *tcpRelay) connections() int {
 	return len(r.conns) / 2
 }
 
+// relayedH1 starts a tcpRelay in front of the lab's h1 and returns it with
+// an ssh_config that reaches h1 through it as "h1-relayed".
+func relayedH1(t *testing.T) (*tcpRelay, string) {
+	t.Helper()
+	target := lab.Server("h1")
+	r := startRelay(t, target.Addr())
+	return r, writeSSHConfig(t, sshEntry{alias: "h1-relayed", addr: r.addr(), key: target.HostKey})
+}
+
 // killWithin kills p and fails the test if Kill has not returned within d;
 // the relay r is then closed, which unblocks the master, so that the test
 // can end.
@@ -790,9 +799,7 @@ func TestFaultConnectionDroppedMidJob(t *testing.T) {
 // kills the job's worker and its subprocess and exits.
 func TestFaultHalfOpenConnection(t *testing.T) {
 	const keepAlive = 200 * time.Millisecond
-	target := lab.Server("h1")
-	r := startRelay(t, target.Addr())
-	config := writeSSHConfig(t, sshEntry{alias: "h1-relayed", addr: r.addr(), key: target.HostKey})
+	r, config := relayedH1(t)
 	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-relayed", "h2"}, MaxPerHost: 1, Retries: 1,
 		KeepAlive: keepAlive, SSH: remote.SSHOptions{ConfigFile: config}})
 	lines := make(chan string, 4)
@@ -852,9 +859,7 @@ func waitHostStops(t *testing.T, what string, pids []int, boss int, holed time.T
 // and the job must end by its timeout at the latest.
 func TestFaultHalfOpenDuringUpload(t *testing.T) {
 	const keepAlive = 200 * time.Millisecond
-	target := lab.Server("h1")
-	r := startRelay(t, target.Addr())
-	config := writeSSHConfig(t, sshEntry{alias: "h1-relayed", addr: r.addr(), key: target.HostKey})
+	r, config := relayedH1(t)
 	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-relayed"}, KeepAlive: keepAlive,
 		SSH: remote.SSHOptions{ConfigFile: config}})
 	if _, err := remote.CallOn(context.Background(), p, "", Echo, []byte("warm")); err != nil {
@@ -884,9 +889,7 @@ func TestFaultHalfOpenDuringUpload(t *testing.T) {
 // stops and kills the job's process group, though its output is stuck.
 func TestFaultSilentUnderOutputFlood(t *testing.T) {
 	const keepAlive = 200 * time.Millisecond
-	target := lab.Server("h1")
-	r := startRelay(t, target.Addr())
-	config := writeSSHConfig(t, sshEntry{alias: "h1-relayed", addr: r.addr(), key: target.HostKey})
+	r, config := relayedH1(t)
 	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-relayed"}, KeepAlive: keepAlive,
 		SSH: remote.SSHOptions{ConfigFile: config}})
 	first := make(chan string, 1)
@@ -1011,9 +1014,7 @@ func TestFaultLargeInputStopsAtTimeout(t *testing.T) {
 // the connection StopWait and a second, then closes it under the write),
 // and the job ends with an error.
 func TestFaultKillWhileInputStuck(t *testing.T) {
-	target := lab.Server("h1")
-	r := startRelay(t, target.Addr())
-	config := writeSSHConfig(t, sshEntry{alias: "h1-relayed", addr: r.addr(), key: target.HostKey})
+	r, config := relayedH1(t)
 	p, _ := faultPool(t, remote.PoolConfig{Hosts: []string{"h1-relayed"}, KeepAlive: -1,
 		SSH: remote.SSHOptions{ConfigFile: config}})
 	if _, err := remote.CallOn(context.Background(), p, "", Echo, []byte("warm")); err != nil {
