@@ -57,6 +57,10 @@ type boss struct {
 
 	wg       sync.WaitGroup // every goroutine the boss starts
 	lastRecv time.Time      // guarded by mu: last frame from the master
+	// ended is why the boss stopped on its own (a signal, the master's
+	// silence): serveBoss returns it instead of the read error that
+	// closing stdin caused. Guarded by mu.
+	ended error
 }
 
 // bworker is the boss's handle on one worker process.
@@ -212,6 +216,9 @@ func serveBoss() error {
 		b.mu.Unlock()
 	}
 	err = b.readLoop(r)
+	if ended := b.endedErr(); ended != nil {
+		err = ended // the read ended because the boss closed stdin
+	}
 	close(stop)
 	b.shutdown()
 	b.wg.Wait()
@@ -242,8 +249,13 @@ func (b *boss) watch(sigs <-chan os.Signal, stop <-chan struct{}) {
 		select {
 		case <-stop:
 			return
-		case <-sigs:
+		case sig := <-sigs:
+			// The host is shutting down, or someone stopped the agent:
+			// its jobs are killed, and the master is told why, so that
+			// its failure says so instead of "the stream ended".
+			b.stop(fmt.Errorf("stopped by %s", signalName(sig)))
 			b.shutdown()
+			b.bye(fmt.Sprintf("stopped by %s on the host, killing its jobs", signalName(sig)))
 			b.stdin.Close()
 			b.framesOut.Close()
 			return
@@ -252,7 +264,7 @@ func (b *boss) watch(sigs <-chan os.Signal, stop <-chan struct{}) {
 			silent := time.Since(b.lastRecv)
 			b.mu.Unlock()
 			if silent > 3*interval {
-				fmt.Fprintf(b.diag, "toworker agent: no word from the master for %v; stopping\n", silent.Round(time.Second))
+				b.stop(fmt.Errorf("no word from the master for %v; stopping", silent.Round(time.Second)))
 				b.shutdown()
 				b.stdin.Close()
 				b.framesOut.Close()
@@ -260,6 +272,54 @@ func (b *boss) watch(sigs <-chan os.Signal, stop <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// byeWait bounds how long a boss stopping on its own waits to tell the
+// master why: a master that stopped reading must not keep it.
+const byeWait = time.Second
+
+// stop records why the boss is stopping on its own; the first reason
+// stands.
+func (b *boss) stop(why error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ended == nil {
+		b.ended = why
+	}
+}
+
+func (b *boss) endedErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ended
+}
+
+// bye tells the master why the boss stops, waiting at most byeWait for a
+// frame stream that may be stuck; closing the stream then frees the write.
+func (b *boss) bye(reason string) {
+	done := make(chan struct{})
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer close(done)
+		b.out.WriteValue(wire.KindBye, 0, &wire.Bye{Reason: reason})
+	}()
+	t := time.NewTimer(byeWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// signalName names sig as kill(1) does: SIGTERM.
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		if name := unix.SignalName(s); name != "" {
+			return name
+		}
+	}
+	return sig.String()
 }
 
 // readLoop routes the master's frames until the stream ends. A frame
