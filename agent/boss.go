@@ -436,7 +436,8 @@ func (b *boss) spawnLocked() (*bworker, error) {
 			return nil, fmt.Errorf("start worker: %w", err)
 		}
 	}
-	cmd := exec.Command(b.exe, agentFlag, "worker")
+	cmd := exec.Command(runningExe(b.exe), agentFlag, "worker")
+	cmd.Args[0] = b.exe // what ps shows
 	cmd.Stdout, cmd.Stderr = pw[0], pw[1]
 	cmd.ExtraFiles = []*os.File{theirs, crashW, pr[0], pr[1]} // fds 3, 4, 5, 6
 	// The start gate, fd 7 (see startgate.go). Without one (no shared

@@ -34,3 +34,15 @@ func sharedMemFile(name string) (*os.File, error) {
 	}
 	return os.NewFile(uintptr(fd), name), nil
 }
+
+// runningExe is what the boss executes to start a worker: /proc/self/exe,
+// the very binary the boss runs, even once its file in the agent cache is
+// removed (a master uploading a newer agent prunes the cache down to
+// AgentOptions.KeepVersions) or replaced. Where /proc is not mounted, the
+// path exe.
+func runningExe(exe string) string {
+	if _, err := os.Stat("/proc/self/exe"); err == nil {
+		return "/proc/self/exe"
+	}
+	return exe
+}

@@ -65,6 +65,9 @@ type AgentOptions struct {
 	// bootstrap adds one, it removes the least recently used beyond that
 	// number (the agent being started is always kept; every start marks
 	// its file used). Zero means 3; negative means never remove any.
+	// On Linux an agent whose file is removed while it runs (another
+	// master's upload pruned it) goes on starting workers from the binary
+	// it runs.
 	KeepVersions int
 	// StdinOnly sends a new connection's first frames (the master's hello
 	// and the first call) only on the session's stdin. By default they

@@ -2562,3 +2562,71 @@ func TestFaultBossTerminated(t *testing.T) {
 		t.Errorf("a job after the agent was terminated: %v", err)
 	}
 }
+
+// TestFaultAgentFileRemovedWhileRunning: the cache keeps KeepVersions
+// agents, so a master uploading a newer build prunes an older one that
+// another master's agents may still be running from (a developer
+// rebuilding while a pool stays connected). Those agents must go on
+// starting workers from the binary they run, whether its file was removed
+// or replaced (then by something that was never verified, which must not
+// run).
+func TestFaultAgentFileRemovedWhileRunning(t *testing.T) {
+	srv := lab.Server("h4")
+	dir := filepath.Join(srv.CacheDir, "toworker")
+	for _, replace := range []bool{false, true} {
+		t.Run(map[bool]string{false: "removed", true: "replaced"}[replace], func(t *testing.T) {
+			p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h4"}, MinWarm: -1})
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if _, err := remote.CallOn(ctx, p, "h4", Echo, []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			uploads := p.Stats().Total.Uploads
+			connected := time.Now()
+			mark := filepath.Join(t.TempDir(), "replacement-ran")
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			changed := 0
+			for _, e := range ents {
+				if len(e.Name()) != 64 {
+					continue
+				}
+				f := filepath.Join(dir, e.Name())
+				if err := os.Remove(f); err != nil {
+					t.Fatal(err)
+				}
+				if replace {
+					if err := os.WriteFile(f, []byte("#!/bin/sh\ntouch "+mark+"\n"), 0o700); err != nil {
+						t.Fatal(err)
+					}
+				}
+				changed++
+			}
+			if changed == 0 {
+				t.Fatalf("no agent in %s: %v", dir, ents)
+			}
+			// The warm worker dies; the next call needs a new one, and so
+			// do calls beside it.
+			if _, err := remote.CallOn(ctx, p, "h4", FaultCrash, "exit-3"); err == nil {
+				t.Fatal("the crash job did not fail")
+			}
+			runs := make([]*remote.Run, 3)
+			for i := range runs {
+				runs[i] = p.Submit(ctx, remote.Job{Host: "h4", Func: Echo.Name(), Data: []byte("y"), NoRetry: true})
+			}
+			for i, r := range runs {
+				if _, err := r.Wait(); err != nil {
+					t.Errorf("call %d after the agent's file was changed: %v", i, err)
+				}
+			}
+			if st := p.Stats(); st.Total.Uploads != uploads || st.Hosts["h4"].Connected < time.Since(connected) {
+				t.Errorf("connected for %v, %d more uploads: the connection was made again", st.Hosts["h4"].Connected, st.Total.Uploads-uploads)
+			}
+			if _, err := os.Stat(mark); err == nil {
+				t.Error("the agent started a worker from the file that replaced it")
+			}
+		})
+	}
+}
