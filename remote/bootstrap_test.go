@@ -62,6 +62,7 @@ type boot struct {
 	uploads int
 	envs    int    // Stats().Total.EnvStarts
 	warn    string // what the pool warned about (toworker-note lines)
+	out     string // what the pool printed (job output)
 	took    time.Duration
 }
 
@@ -86,7 +87,7 @@ func bootOnce(t *testing.T, l *bootLab, host string, ao remote.AgentOptions) boo
 	}
 	st := p.Stats().Total
 	b.uploads, b.envs = st.Uploads, st.EnvStarts
-	b.warn = warn.String()
+	b.warn, b.out = warn.String(), out.String()
 	// Closing waits for the agent to stop its worker (about a second):
 	// let that overlap with the rest of the test.
 	l.closing.Add(1)
@@ -1240,5 +1241,67 @@ func TestBootstrapKeepsUsersGOMAXPROCS(t *testing.T) {
 			t.Errorf("%s: a command prints %q, want GOMAXPROCS %s and no %s", tt.host, got, want, wire.EnvGOMAXPROCS)
 		}
 		p.Close()
+	}
+}
+
+// TestChattyLoginShell: shell start-up files that print (a banner in
+// .bashrc, a tool's "conda activated" line, a stray printf with no
+// newline) come before anything the bootstrap prints, on the session's
+// stdout. The agent must start whatever they print, uploaded or cached,
+// and none of it may reach a job's output.
+func TestChattyLoginShell(t *testing.T) {
+	needRoot(t, "logs in as a throwaway user whose login shell is bash")
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const user = "twsh-bash"
+	if err := sshdtest.EnsureUser(user, bash); err != nil {
+		t.Fatal(err)
+	}
+	l := newBootLab(t)
+	for _, tt := range []struct{ name, rc string }{
+		{"lines", `i=0; while [ $i -lt 200 ]; do echo "Welcome to this host, line $i"; i=$((i+1)); done; echo "to stderr too" >&2`},
+		{"no-newline", `printf 'Last login: never'`},
+		{"carriage-return", `printf 'progress 10%%\rprogress 100%%\r'`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, err := os.MkdirTemp("", "chatty")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			if err := os.Chmod(dir, 0o777); err != nil { // the login user's to read and write
+				t.Fatal(err)
+			}
+			// The session's HOME is dir, whose .bashrc bash reads when sshd
+			// runs it (Debian's SSH_SOURCE_BASHRC); a bash built without
+			// that reads BASH_ENV instead.
+			rc := filepath.Join(dir, ".bashrc")
+			mark := filepath.Join(dir, "sourced")
+			if err := os.WriteFile(rc, []byte("touch "+mark+"; "+tt.rc+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			srv, err := l.AddServer(sshdtest.Options{Name: "chatty-" + tt.name, User: user, LoginShell: bash,
+				ExtraConfig: []string{"SetEnv HOME=" + dir + " BASH_ENV=" + rc}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.RemoveAll(filepath.Join(srv.CacheDir, "toworker"))
+			for i, uploads := range []int{1, 0} { // first ever, then cached
+				b := mustBoot(t, l, srv.Name, remote.AgentOptions{})
+				if b.uploads != uploads {
+					t.Errorf("start %d: %d uploads, want %d", i, b.uploads, uploads)
+				}
+				if b.out != "" || b.warn != "" {
+					t.Errorf("start %d: the shell's chatter reached the pool's output %q or warnings %q", i, b.out, b.warn)
+				}
+				if _, err := os.Stat(mark); err != nil {
+					t.Fatalf("the login shell did not read its start-up file, so this tests nothing: %v", err)
+				}
+			}
+			// A refusal comes after the chatter too, and is read as one.
+			mustFail(t, l, srv.Name, remote.AgentOptions{CacheDir: rc}, "the agent cache directory "+rc+" is not a directory owned by this user")
+		})
 	}
 }

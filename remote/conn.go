@@ -253,21 +253,21 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 		if err == bufio.ErrBufferFull {
 			junk += len(line)
 			if junk > maxJunk {
-				return fmt.Errorf("bootstrap: more than %d bytes of unexpected output before the agent started", maxJunk)
+				return fmt.Errorf("more than %d bytes of unexpected output before the agent started", maxJunk)
 			}
 			continue
 		}
 		if err != nil {
 			return c.bootErr(ctx, "wait for agent", err)
 		}
-		s := strings.TrimRight(string(line), "\r\n")
+		s := protocolLine(strings.TrimRight(string(line), "\r\n"))
 		switch {
 		case strings.HasSuffix(s, wire.AgentMarker):
 			return nil
 		case strings.Contains(s, wire.AgentMarkerPrefix):
 			return fmt.Errorf("the agent on the host speaks %q, this master %q: the cached agent is of another version", s, wire.AgentMarker)
 		case strings.HasPrefix(s, wire.FailPrefix):
-			return fmt.Errorf("bootstrap: %s%s", strings.TrimPrefix(s, wire.FailPrefix), c.stderrNote())
+			return fmt.Errorf("%s%s", strings.TrimPrefix(s, wire.FailPrefix), c.stderrNote())
 		case strings.HasPrefix(s, notePrefix):
 			o.agents.note(c.host, o.ssh.Warn, s)
 		case strings.HasPrefix(s, wire.NeedPrefix):
@@ -319,7 +319,7 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 		default:
 			junk += len(line)
 			if junk > maxJunk {
-				return fmt.Errorf("bootstrap: more than %d bytes of unexpected output before the agent started", maxJunk)
+				return fmt.Errorf("more than %d bytes of unexpected output before the agent started", maxJunk)
 			}
 		}
 	}
@@ -396,6 +396,19 @@ func (c *hostConn) readLoop() {
 }
 
 var errConnClosed = errors.New("connection closed by the master")
+
+// protocolLine returns the bootstrap's own line at the end of s: a login
+// shell's start-up files may print something that does not end its line
+// (a printf, a terminal title, a progress bar's carriage returns), and
+// the script's line then follows it on the same line.
+func protocolLine(s string) string {
+	for _, p := range [...]string{wire.NeedPrefix, wire.FailPrefix, notePrefix} {
+		if i := strings.LastIndex(s, p); i > 0 {
+			return s[i:]
+		}
+	}
+	return s
+}
 
 // dispatch hands one message to its attempt.
 func (c *hostConn) dispatch(f wire.Frame) error {
