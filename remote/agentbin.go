@@ -821,5 +821,5 @@ func (s *agentSet) note(host string, w io.Writer, line string) {
 	if w == nil {
 		w = os.Stderr
 	}
-	fmt.Fprintf(w, "toworker: %s: %s\n", host, strings.TrimPrefix(line, notePrefix))
+	fmt.Fprintf(w, "toworker: %s: %s\n", host, printable(strings.TrimPrefix(line, notePrefix)))
 }

@@ -1305,3 +1305,29 @@ func TestChattyLoginShell(t *testing.T) {
 		})
 	}
 }
+
+// TestLoginRefused: an account whose login shell refuses commands
+// (nologin, false) fails the connect at once, with what the shell said.
+func TestLoginRefused(t *testing.T) {
+	needRoot(t, "creates throwaway users whose login shell refuses commands")
+	l := newBootLab(t)
+	for _, tt := range []struct{ shell, says string }{
+		{"/usr/sbin/nologin", "This account is currently not available."},
+		{"/bin/false", "exited with status 1"},
+	} {
+		t.Run(filepath.Base(tt.shell), func(t *testing.T) {
+			if _, err := os.Stat(tt.shell); err != nil {
+				t.Fatalf("%s: %v", tt.shell, err)
+			}
+			user := "twsh-" + filepath.Base(tt.shell)
+			if err := sshdtest.EnsureUser(user, tt.shell); err != nil {
+				t.Fatal(err)
+			}
+			srv, err := l.AddServer(sshdtest.Options{Name: "refused-" + filepath.Base(tt.shell), User: user, LoginShell: tt.shell})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustFail(t, l, srv.Name, remote.AgentOptions{}, tt.says)
+		})
+	}
+}

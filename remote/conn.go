@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 
@@ -242,6 +243,10 @@ func (c *hostConn) channelRequests(reqs <-chan *ssh.Request) {
 func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOptions, preambleAndBlock []byte) error {
 	const maxJunk = 256 << 10
 	junk := 0
+	// The last lines skipped, to show when the session ends before the
+	// agent started: a shell that refuses commands (nologin) says why on
+	// stdout.
+	skipped := &tailBuffer{max: 512}
 	var release func() // of this connection's claim on a shared cache's upload
 	defer func() {
 		if release != nil {
@@ -251,6 +256,7 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 	for {
 		line, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
+			skipped.Write(line)
 			junk += len(line)
 			if junk > maxJunk {
 				return fmt.Errorf("more than %d bytes of unexpected output before the agent started", maxJunk)
@@ -258,7 +264,12 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 			continue
 		}
 		if err != nil {
-			return c.bootErr(ctx, "wait for agent", err)
+			skipped.Write(line)
+			err = c.bootErr(ctx, "wait for agent", err)
+			if out := strings.TrimSpace(printable(skipped.String())); out != "" {
+				err = fmt.Errorf("%w (host stdout: %s)", err, out)
+			}
+			return err
 		}
 		s := protocolLine(strings.TrimRight(string(line), "\r\n"))
 		switch {
@@ -267,7 +278,7 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 		case strings.Contains(s, wire.AgentMarkerPrefix):
 			return fmt.Errorf("the agent on the host speaks %q, this master %q: the cached agent is of another version", s, wire.AgentMarker)
 		case strings.HasPrefix(s, wire.FailPrefix):
-			return fmt.Errorf("%s%s", strings.TrimPrefix(s, wire.FailPrefix), c.stderrNote())
+			return fmt.Errorf("%s%s", printable(strings.TrimPrefix(s, wire.FailPrefix)), c.stderrNote())
 		case strings.HasPrefix(s, notePrefix):
 			o.agents.note(c.host, o.ssh.Warn, s)
 		case strings.HasPrefix(s, wire.NeedPrefix):
@@ -317,6 +328,7 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 				o.uploaded(len(bin.gz))
 			}
 		default:
+			skipped.Write(line)
 			junk += len(line)
 			if junk > maxJunk {
 				return fmt.Errorf("more than %d bytes of unexpected output before the agent started", maxJunk)
@@ -350,10 +362,22 @@ func (c *hostConn) waitStatus() (int, bool) {
 }
 
 func (c *hostConn) stderrNote() string {
-	if s := strings.TrimSpace(c.stderr.String()); s != "" {
+	if s := strings.TrimSpace(printable(c.stderr.String())); s != "" {
 		return " (host stderr: " + s + ")"
 	}
 	return ""
+}
+
+// printable replaces the control characters of what a host wrote, but tab
+// and newline, with U+FFFD: an error message is printed on the user's
+// terminal, where an escape sequence from the host has no business.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if (r < 0x20 && r != '\t' && r != '\n') || (r >= 0x7f && r < 0xa0) {
+			return utf8.RuneError
+		}
+		return r
+	}, s)
 }
 
 // readLoop is the only reader of the connection. When it ends, every pending
@@ -423,7 +447,7 @@ func (c *hostConn) dispatch(f wire.Frame) error {
 		case wire.KindBye:
 			var bye wire.Bye
 			wire.Unmarshal(f.Payload, &bye)
-			return fmt.Errorf("the agent said bye: %s", bye.Reason)
+			return fmt.Errorf("the agent said bye: %s", printable(bye.Reason))
 		}
 		return nil
 	}

@@ -2031,6 +2031,16 @@ func TestFaultMaliciousBootstrap(t *testing.T) {
 			readPreamble(ch)
 			io.WriteString(ch, wire.AgentMarkerPrefix+"99\n")
 		}, "another version"},
+		{"terminal escapes in what it says", func(ch ssh.Channel) {
+			readPreamble(ch)
+			io.WriteString(ch, "\x1b]0;owned\x07\x1b[2J said on stdout\n")
+			io.WriteString(ch.Stderr(), "\x1b[31m said on stderr\r\n")
+			ch.CloseWrite()
+		}, "said on stderr"},
+		{"terminal escapes in a failure line", func(ch ssh.Channel) {
+			readPreamble(ch)
+			io.WriteString(ch, wire.FailPrefix+"\x1b[2Jdisk full\n")
+		}, "disk full"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -2052,6 +2062,9 @@ func TestFaultMaliciousBootstrap(t *testing.T) {
 			}
 			if alloc := ms.TotalAlloc - before; alloc > 64<<20 {
 				t.Errorf("allocated %d MiB", alloc>>20)
+			}
+			if strings.ContainsAny(err.Error(), "\x1b\x07\r") {
+				t.Errorf("the error passes the host's control characters on to the user's terminal: %q", err)
 			}
 			t.Logf("%v", err)
 		})
