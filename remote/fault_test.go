@@ -2506,73 +2506,57 @@ func TestFaultNoSecretInLogs(t *testing.T) {
 	}
 }
 
-// TestFaultBossKilled: a boss killed with SIGKILL cannot clean up; the
-// kernel signals its workers (PR_SET_PDEATHSIG), each kills its own process
-// group, and the master sees the connection end.
-func TestFaultBossKilled(t *testing.T) {
-	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h4"}})
-	pids := make(chan string, 1)
-	run := p.Submit(context.Background(), remote.Job{Host: "h4", Func: Sleep.Name(), Data: 60, Timeout: -1, NoRetry: true,
-		OnOutput: func(l string) { pids <- l }})
-	var worker, child int
-	select {
-	case l := <-pids:
-		fmt.Sscanf(l, "pids %d %d", &worker, &child)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the job printed no pids")
-	}
-	boss := parentPID(worker)
-	if boss <= 1 || worker == 0 || child == 0 {
-		t.Fatalf("boss %d, worker %d, child %d", boss, worker, child)
-	}
-	if err := syscall.Kill(boss, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, "the worker of a killed boss", worker, 10*time.Second)
-	waitGone(t, "the job's child of a killed boss", child, 10*time.Second)
-	if _, err := waitRun(t, run, 30*time.Second); !remote.IsFailure(err) {
-		t.Errorf("job on a killed boss: %v, want a transport failure", err)
-	}
-}
-
-// TestFaultBossTerminated: a host shutting down sends every process
-// SIGTERM. The boss kills its workers and their children, tells the master
-// why, and the master fails the job as a transport failure (retried on
-// another host when it may be) whose error names the signal; the next job
-// to that host connects again.
-func TestFaultBossTerminated(t *testing.T) {
-	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h4"}})
-	pids := make(chan string, 1)
-	run := p.Submit(context.Background(), remote.Job{Host: "h4", Func: Sleep.Name(), Data: 60, Timeout: -1, NoRetry: true,
-		OnOutput: func(l string) { pids <- l }})
-	var worker, child int
-	select {
-	case l := <-pids:
-		fmt.Sscanf(l, "pids %d %d", &worker, &child)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the job printed no pids")
-	}
-	boss := parentPID(worker)
-	if boss <= 1 || worker == 0 || child == 0 {
-		t.Fatalf("boss %d, worker %d, child %d", boss, worker, child)
-	}
-	if err := syscall.Kill(boss, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, "the worker of a terminated boss", worker, 10*time.Second)
-	waitGone(t, "the job's child of a terminated boss", child, 10*time.Second)
-	waitGone(t, "a terminated boss", boss, 10*time.Second)
-	_, err := waitRun(t, run, 30*time.Second)
-	if !remote.IsFailure(err) {
-		t.Fatalf("job on a terminated boss: %v, want a transport failure", err)
-	}
-	if !strings.Contains(err.Error(), "the agent said bye: stopped by SIGTERM on the host") {
-		t.Errorf("the failure does not say the agent got SIGTERM: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := remote.CallOn(ctx, p, "h4", Echo, []byte("again")); err != nil {
-		t.Errorf("a job after the agent was terminated: %v", err)
+// TestFaultBossStopped: the boss stopped by a signal on the host.
+// Killed with SIGKILL, it cannot clean up: the kernel signals its workers
+// (PR_SET_PDEATHSIG), each kills its own process group, and the master
+// sees the connection end. Sent SIGTERM (a host shutting down), it kills
+// its workers and their children itself and tells the master why, whose
+// failure names the signal. Either way the job is a transport failure
+// (retried on another host when it may be), and the next job to that
+// host connects again.
+func TestFaultBossStopped(t *testing.T) {
+	for _, tt := range []struct {
+		sig  syscall.Signal
+		says string
+	}{
+		{syscall.SIGKILL, "connection lost"},
+		{syscall.SIGTERM, "the agent said bye: stopped by SIGTERM on the host"},
+	} {
+		t.Run(unix.SignalName(tt.sig), func(t *testing.T) {
+			p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h4"}})
+			pids := make(chan string, 1)
+			run := p.Submit(context.Background(), remote.Job{Host: "h4", Func: Sleep.Name(), Data: 60, Timeout: -1, NoRetry: true,
+				OnOutput: func(l string) { pids <- l }})
+			var worker, child int
+			select {
+			case l := <-pids:
+				fmt.Sscanf(l, "pids %d %d", &worker, &child)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the job printed no pids")
+			}
+			boss := parentPID(worker)
+			if boss <= 1 || worker == 0 || child == 0 {
+				t.Fatalf("boss %d, worker %d, child %d", boss, worker, child)
+			}
+			if err := syscall.Kill(boss, tt.sig); err != nil {
+				t.Fatal(err)
+			}
+			waitGone(t, "the worker of a stopped boss", worker, 10*time.Second)
+			waitGone(t, "the job's child of a stopped boss", child, 10*time.Second)
+			waitGone(t, "a stopped boss", boss, 10*time.Second)
+			_, err := waitRun(t, run, 30*time.Second)
+			if !remote.IsFailure(err) {
+				t.Fatalf("job on a stopped boss: %v, want a transport failure", err)
+			}
+			if !strings.Contains(err.Error(), tt.says) {
+				t.Errorf("the failure does not say %q: %v", tt.says, err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := remote.CallOn(ctx, p, "h4", Echo, []byte("again")); err != nil {
+				t.Errorf("a job after the agent was stopped: %v", err)
+			}
+		})
 	}
 }
 
