@@ -32,6 +32,7 @@ func ServeIfAgent() {
 	case "boss":
 		err = serveBoss()
 	case "worker":
+		nameWorker()
 		stopOnTerm()
 		err = serveWorker()
 	default:

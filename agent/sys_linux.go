@@ -2,6 +2,7 @@ package agent
 
 import (
 	"os"
+	"path/filepath"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -45,4 +46,16 @@ func runningExe(exe string) string {
 		return "/proc/self/exe"
 	}
 	return exe
+}
+
+// nameWorker gives a worker started through /proc/self/exe (whose name the
+// kernel then makes "exe") the name of its binary back, as top, pgrep and
+// ps -o comm show it: the first 15 bytes of argv[0]'s base name, as the
+// kernel would have.
+func nameWorker() {
+	name := filepath.Base(os.Args[0])
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	os.WriteFile("/proc/self/comm", []byte(name), 0)
 }

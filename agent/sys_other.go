@@ -45,3 +45,6 @@ func sharedMemFile(name string) (*os.File, error) {
 // Here a worker cannot start once that file is removed from the agent
 // cache (see the Linux version).
 func runningExe(exe string) string { return exe }
+
+// nameWorker is needed only where workers start through /proc/self/exe.
+func nameWorker() {}

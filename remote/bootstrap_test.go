@@ -35,11 +35,14 @@ type Who struct {
 	UID  int
 	Exe  string // the agent binary the worker runs from
 	Home string
+	Arg0 string // the worker's argv[0]
+	Comm string // the worker's name, as top and pgrep see it
 }
 
 var Whoami = agent.Register("test.bootstrap.whoami", func(ctx context.Context, _ struct{}) (Who, error) {
 	exe, _ := os.Executable()
-	return Who{UID: os.Getuid(), Exe: exe, Home: os.Getenv("HOME")}, nil
+	comm, _ := os.ReadFile("/proc/self/comm")
+	return Who{UID: os.Getuid(), Exe: exe, Home: os.Getenv("HOME"), Arg0: os.Args[0], Comm: strings.TrimSpace(string(comm))}, nil
 })
 
 // bootLab is a lab of the bootstrap tests' own.
@@ -101,6 +104,12 @@ func mustBoot(t *testing.T, l *bootLab, host string, ao remote.AgentOptions) boo
 	b := bootOnce(t, l, host, ao)
 	if b.err != nil {
 		t.Fatalf("job on %s: %v", host, b.err)
+	}
+	// Workers start from the boss's own binary (/proc/self/exe), and look
+	// as if started from its file.
+	name := filepath.Base(b.who.Exe)
+	if b.who.Arg0 != b.who.Exe || b.who.Comm != name[:min(len(name), 15)] {
+		t.Errorf("the worker runs %s as argv[0] %q, named %q", b.who.Exe, b.who.Arg0, b.who.Comm)
 	}
 	return b
 }
