@@ -179,7 +179,8 @@ func (r *Run) Done() <-chan struct{} { return r.done }
 func (r *Run) Job() Job { return r.job }
 
 // defaultPool serves DoRemoteJob and Call: hosts join it as jobs name them,
-// and their connections stay warm for later calls.
+// and their connections stay warm for later calls, until they have had no
+// job for defaultIdleTimeout.
 var defaultPool struct {
 	mu sync.Mutex
 	p  *Pool
@@ -189,11 +190,16 @@ func getDefaultPool() *Pool {
 	defaultPool.mu.Lock()
 	defer defaultPool.mu.Unlock()
 	if defaultPool.p == nil {
-		p, _ := newPool(context.Background(), PoolConfig{MaxPerHost: 16}, true)
+		p, _ := newPool(context.Background(), PoolConfig{MaxPerHost: 16, IdleTimeout: defaultIdleTimeout}, true)
 		defaultPool.p = p
 	}
 	return defaultPool.p
 }
+
+// defaultIdleTimeout is the IdleTimeout of the pool of DoRemoteJob and
+// Call: a long-running program that calls many hosts now and then does
+// not keep an agent running on each of them for the rest of its life.
+const defaultIdleTimeout = 10 * time.Minute
 
 // CloseDefault closes the connections DoRemoteJob and Call keep warm,
 // stopping their agents. Later calls open new ones.
@@ -210,8 +216,9 @@ func CloseDefault() error {
 
 // DoRemoteJob starts job on job.Host and returns at once; Wait on the Run
 // for the outcome. The connection to the host is opened on first use and kept
-// for later jobs (see CloseDefault). It reads ~/.ssh/config and known_hosts
-// like ssh; use a Pool for other settings.
+// for later jobs, until it has had none for 10 minutes (see CloseDefault).
+// It reads ~/.ssh/config and known_hosts like ssh; use a Pool for other
+// settings.
 func DoRemoteJob(ctx context.Context, job Job) *Run {
 	return getDefaultPool().Submit(ctx, job)
 }

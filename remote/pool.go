@@ -100,6 +100,12 @@ type PoolConfig struct {
 	// noticed, and a job writing an input larger than the SSH window
 	// (2 MiB) into it waits until Kill.
 	KeepAlive time.Duration
+	// IdleTimeout closes a host's connection, stopping its agent and
+	// workers there, once no job has run on it for that long, as ssh's
+	// ControlPersist does; the host's next job connects again (a cold
+	// start: the agent stays in the host's cache). Zero means never (for
+	// the pool of DoRemoteJob and Call, 10 minutes); negative means never.
+	IdleTimeout time.Duration
 	// MaxMessage caps one message (a job's result, a callback's input)
 	// the master accepts from a host. Zero means 256 MiB.
 	MaxMessage int
@@ -881,7 +887,12 @@ func (p *Pool) janitor() {
 		clear(p.queue[len(kept):])
 		p.queue = kept
 		p.dispatchLocked()
+		idle := p.idleConnsLocked(now)
 		p.mu.Unlock()
+		for _, c := range idle {
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); c.close() }()
+		}
 		for _, r := range expired {
 			p.mu.Lock()
 			last := p.hosts[r.job.Host].lastErr
@@ -891,6 +902,28 @@ func (p *Pool) janitor() {
 				&FailureError{Host: r.job.Host, Desc: r.job.Desc, Op: "connect", Err: fmt.Errorf("%w for the job's whole timeout; last error: %v", ErrHostDown, last)})
 		}
 	}
+}
+
+// idleConnsLocked detaches the connections of hosts with no job for
+// IdleTimeout, for the caller to close; the host's next job dials anew.
+// p.mu is held.
+func (p *Pool) idleConnsLocked(now time.Time) []*hostConn {
+	if p.cfg.IdleTimeout <= 0 {
+		return nil
+	}
+	var idle []*hostConn
+	for _, h := range p.order {
+		if h.conn == nil || h.busy > 0 || h.connecting != nil || now.Sub(h.busySince) < p.cfg.IdleTimeout {
+			continue
+		}
+		p.setBusyLocked(h, 0, now) // counts the idle time so far
+		idle = append(idle, h.conn)
+		h.conn = nil
+		h.connectedAt = time.Time{}
+		h.st.idleCloses++
+		p.total.idleCloses++
+	}
+	return idle
 }
 
 // Close stops taking jobs, lets queued and running jobs finish, then stops

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/toworker/toworker/agent"
 	"github.com/toworker/toworker/remote"
 )
 
@@ -524,5 +526,50 @@ func TestCallbackHandlerEndsWithItsJob(t *testing.T) {
 				t.Fatal("the callback handler's context was not cancelled when its job ended")
 			}
 		})
+	}
+}
+
+// Pids returns the pids of the worker that runs it and of its boss.
+var Pids = agent.Register("test.pids", func(ctx context.Context, _ struct{}) ([2]int, error) {
+	return [2]int{os.Getpid(), os.Getppid()}, nil
+})
+
+// TestIdleTimeout: a host with no job for IdleTimeout has its connection
+// closed, and its agent stops with its workers; a job running longer than
+// that keeps it. The host's next job connects again, and finds the agent
+// in the host's cache.
+func TestIdleTimeout(t *testing.T) {
+	const idle = time.Second
+	p, _, _ := newPool(t, remote.PoolConfig{Hosts: []string{"h3"}, IdleTimeout: idle})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := remote.CallOn(ctx, p, "h3", Nap, int(2*idle/time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	pids, err := remote.CallOn(ctx, p, "h3", Pids, struct{}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats()
+	if st.Total.IdleCloses != 0 || st.Hosts["h3"].Connected < 2*idle {
+		t.Fatalf("a host busy with a job longer than IdleTimeout was closed: %d idle closes, connected for %v",
+			st.Total.IdleCloses, st.Hosts["h3"].Connected)
+	}
+	uploads := st.Total.Uploads
+	waitGone(t, "the worker of an idle host", pids[0], 10*time.Second)
+	waitGone(t, "the agent of an idle host", pids[1], 10*time.Second)
+	st = p.Stats()
+	if hs := st.Hosts["h3"]; hs.IdleCloses != 1 || hs.Connected != 0 || st.Total.IdleCloses != 1 {
+		t.Fatalf("after the agent stopped: host %+v, %d idle closes in total", hs, st.Total.IdleCloses)
+	}
+	again, err := remote.CallOn(ctx, p, "h3", Pids, struct{}{})
+	if err != nil {
+		t.Fatalf("the next job on a host closed for idleness: %v", err)
+	}
+	if again[1] == pids[1] {
+		t.Errorf("the next job ran on the old agent, pid %d", again[1])
+	}
+	if st := p.Stats(); st.Total.Uploads != uploads || st.Hosts["h3"].Connected == 0 || st.Hosts["h3"].Connected > idle {
+		t.Errorf("after the next job: %d more uploads, connected for %v", st.Total.Uploads-uploads, st.Hosts["h3"].Connected)
 	}
 }

@@ -5,7 +5,7 @@ import "time"
 // counters are the job counts kept per host and in total. Guarded by
 // Pool.mu.
 type counters struct {
-	submitted, running, done, failed, retried, uploads, envStarts int
+	submitted, running, done, failed, retried, uploads, envStarts, idleCloses int
 }
 
 // HostStats are one host's figures (or the pool's totals).
@@ -25,6 +25,9 @@ type HostStats struct {
 	// frames carried in the environment with the exec, without waiting a
 	// round trip for stdin (see AgentOptions.StdinOnly).
 	EnvStarts int
+	// IdleCloses counts connections closed for having had no job for
+	// PoolConfig.IdleTimeout.
+	IdleCloses int
 	// WorkersBusy is the number of worker slots in use; WorkersAlive the
 	// workers the agent keeps (busy ones plus warm ones), as far as the
 	// master knows. With Pipeline, calls sent beyond MaxPerHost wait on the
@@ -60,14 +63,14 @@ func (p *Pool) Stats() PoolStats {
 	defer p.mu.Unlock()
 	st := PoolStats{Hosts: make(map[string]HostStats, len(p.order))}
 	t := &st.Total
-	t.Submitted, t.Running, t.Done, t.Failed, t.Retried, t.Uploads, t.EnvStarts =
-		p.total.submitted, p.total.running, p.total.done, p.total.failed, p.total.retried, p.total.uploads, p.total.envStarts
+	t.Submitted, t.Running, t.Done, t.Failed, t.Retried, t.Uploads, t.EnvStarts, t.IdleCloses =
+		p.total.submitted, p.total.running, p.total.done, p.total.failed, p.total.retried, p.total.uploads, p.total.envStarts, p.total.idleCloses
 	t.Queued = len(p.queue)
 	var slotTime, busyTime time.Duration
 	for _, h := range p.order {
 		hs := HostStats{
 			Submitted: h.st.submitted, Running: h.st.running, Done: h.st.done, Failed: h.st.failed,
-			Retried: h.st.retried, Uploads: h.st.uploads, EnvStarts: h.st.envStarts, Down: h.down,
+			Retried: h.st.retried, Uploads: h.st.uploads, EnvStarts: h.st.envStarts, IdleCloses: h.st.idleCloses, Down: h.down,
 			WorkersBusy: min(h.busy, p.cfg.MaxPerHost), Waiting: max(0, h.busy-p.cfg.MaxPerHost),
 		}
 		dt := now.Sub(h.busySince)
