@@ -82,7 +82,7 @@ func (o connectOptions) warnTo() io.Writer {
 
 // dialHost connects to host, puts the agent in place and starts it.
 func dialHost(ctx context.Context, host string, o connectOptions, first *attempt, firstCall *wire.Call) (*hostConn, error) {
-	t, err := sshdial.Resolve(host, o.ssh)
+	t, err := sshdial.ResolveContext(ctx, host, o.ssh)
 	if err != nil {
 		return nil, &FailureError{Host: host, Op: "connect", Err: err}
 	}

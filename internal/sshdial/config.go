@@ -1,13 +1,19 @@
 package sshdial
 
 import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/kevinburke/ssh_config"
 )
@@ -326,10 +332,16 @@ type matchState struct {
 	user         string // remote user so far
 	localUser    string
 	final        bool
+	// For Match exec: the port and HostKeyAlias so far, the local home
+	// directory, where the command's stderr goes, and the context that
+	// bounds it.
+	port, keyAlias, home string
+	stderr               io.Writer
+	ctx                  context.Context
 }
 
-// evalMatch evaluates Match criteria like ssh: all must hold. Match exec is
-// not supported: it is an error when ssh would have run the command.
+// evalMatch evaluates Match criteria like ssh: all must hold. Match exec
+// runs its command (see matchExec) only while the criteria before it hold.
 func evalMatch(b *block, st matchState) (bool, error) {
 	result := true
 	for _, c := range b.criteria {
@@ -351,7 +363,11 @@ func evalMatch(b *block, st matchState) (bool, error) {
 			if !result {
 				continue // ssh skips exec once the line cannot match
 			}
-			return false, fmt.Errorf("ssh_config %s line %d: Match exec is not supported", b.file, b.line)
+			var err error
+			r, err = matchExec(c.arg, st)
+			if err != nil {
+				return false, fmt.Errorf("ssh_config %s line %d: Match exec %q: %w", b.file, b.line, c.arg, err)
+			}
 		}
 		if r == c.negate {
 			result = false
@@ -516,4 +532,58 @@ func firstKey(cfg *ssh_config.Config, a, b string) string {
 		}
 	}
 	return a
+}
+
+// matchExec runs a Match exec command as ssh does: its %C %L %d %h %k %l
+// %n %p %r %u tokens expanded from what is known so far, through $SHELL
+// (or /bin/sh) -c, with stdin and stdout on /dev/null and stderr where
+// warnings go. It holds when the command exits with status 0. A command
+// that cannot be started is an error, and so is one still running when
+// the context ends (ssh would wait for it).
+func matchExec(command string, st matchState) (bool, error) {
+	lh, _ := os.Hostname()
+	short, _, _ := strings.Cut(lh, ".")
+	sum := sha1.Sum([]byte(lh + st.host + st.port + st.user))
+	x := &expander{vars: map[byte]string{
+		'C': hex.EncodeToString(sum[:]),
+		'L': short,
+		'd': st.home,
+		'h': st.host,
+		'k': st.keyAlias,
+		'l': lh,
+		'n': st.originalHost,
+		'p': st.port,
+		'r': st.user,
+		'u': st.localUser,
+		'%': "%",
+	}}
+	cmdline, err := x.expand(command, false)
+	if err != nil {
+		return false, err
+	}
+	shell := os.Getenv("SHELL")
+	if shell == "" {
+		shell = "/bin/sh"
+	}
+	ctx := st.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cmd := exec.CommandContext(ctx, shell, "-c", cmdline)
+	cmd.Stderr = st.stderr
+	ownGroup(cmd)
+	// A process the command left behind may hold its stderr open: once
+	// the command has been killed, do not wait for that.
+	cmd.WaitDelay = time.Second
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		return false, fmt.Errorf("still running: %w", ctx.Err())
+	case err == nil:
+		return true, nil
+	case errors.As(err, &ee):
+		return false, nil
+	}
+	return false, err
 }

@@ -126,7 +126,7 @@ func dial(ctx context.Context, t *Target, o *Options, via *Client) (*Client, err
 			ConfigFile: o.ConfigFile, HomeDir: o.HomeDir, Warn: o.Warn, Stdin: o.Stdin,
 			User: h.User, Port: h.Port, noProxy: i > 0, depth: o.depth + 1,
 		}
-		ht, err := Resolve(h.Host, ho)
+		ht, err := ResolveContext(ctx, h.Host, ho)
 		if err != nil {
 			return nil, fmt.Errorf("sshdial: jump host %s: %w", spec, err)
 		}

@@ -25,12 +25,18 @@
 //   - Host, with patterns, '*' and '?' wildcards and '!' negation (matched
 //     by ssh_config; lines using '?' are matched by this package, because
 //     ssh_config lets '?' match zero characters).
-//   - Match with all, host, originalhost, user, localuser, canonical and
-//     final (and '!' negation); "host" is matched against the host name
+//   - Match with all, host, originalhost, user, localuser, exec, canonical
+//     and final (and '!' negation); "host" is matched against the host name
 //     after HostName substitution, like ssh. "final" blocks are applied in a
 //     second pass, like ssh; "canonical" matches only in that pass (there is
-//     no hostname canonicalization). Match exec is NOT supported: reaching
-//     one whose earlier criteria hold is an error.
+//     no hostname canonicalization). "exec" runs its command like ssh, only
+//     while the criteria before it hold: through $SHELL (or /bin/sh) -c,
+//     with the %C %L %d %h %k %l %n %p %r %u %% tokens of what is known so
+//     far, stdin and stdout on /dev/null, stderr to Options.Warn; it holds
+//     when the command exits with status 0. The command runs once per
+//     resolution (a fan-out runs it once per host, as many ssh processes
+//     would) and, with ResolveContext, is killed with its process group when
+//     the context ends, which fails the resolution.
 //   - Include, with globs, nested up to 16 levels, honouring the enclosing
 //     Host/Match block. Relative paths are taken from ~/.ssh (user files,
 //     where ~ is Options.HomeDir or $HOME) or /etc/ssh (the system file).
@@ -73,8 +79,8 @@
 // known_hosts); UpdateHostKeys; VerifyHostKeyDNS; KnownHostsCommand;
 // ControlMaster/ControlPath (no connection sharing); forwardings;
 // AddKeysToAgent; FIDO (sk-) keys and XMSS keys in files (they can still be
-// used through ssh-agent); Match exec. File permission checks of
-// configuration files are not done.
+// used through ssh-agent). File permission checks of configuration files
+// are not done.
 //
 // # Differences from ssh
 //

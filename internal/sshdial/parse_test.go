@@ -2,6 +2,7 @@ package sshdial
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -242,8 +243,9 @@ func TestResolveErrors(t *testing.T) {
 	}{
 		{"Host x\n Port 99999\n", "x", Options{}, "Port"},
 		{"Host x\n IdentityFile ~/%z\n", "x", Options{}, "unknown key %z"},
-		{"Match host x exec true\n Port 1\n", "x", Options{}, "Match exec"},
+		{"Match host x exec true\n Port 1\n", "x", Options{}, ""},
 		{"Match host y exec true\n Port 1\n", "x", Options{}, ""},
+		{"Match exec \"test %z\"\n Port 1\n", "x", Options{}, "unknown key %z"},
 		{"Match user\n", "x", Options{}, "missing argument"},
 		{"Match bogus x\n", "x", Options{}, "unsupported Match attribute"},
 		{"Host x\n StrictHostKeyChecking maybe\n", "x", Options{}, "StrictHostKeyChecking"},
@@ -294,4 +296,46 @@ func refMatch(s, pat string) bool {
 	}
 	b.WriteString("$")
 	return regexp.MustCompile(b.String()).MatchString(s)
+}
+
+// TestMatchExecRuns: a Match exec command runs only while the criteria
+// before it hold (as in ssh), writes its stderr where warnings go, and is
+// killed, failing the resolution, when the context ends.
+func TestMatchExecRuns(t *testing.T) {
+	home := t.TempDir()
+	cfg := filepath.Join(home, "cfg")
+	mark := func(name string) string { return filepath.Join(home, name) }
+	config := "Match host other exec \"touch " + mark("host-failed") + "\"\n Port 1\n" +
+		"Match host x exec false exec \"touch " + mark("exec-failed") + "\"\n Port 2\n" +
+		"Match host x exec \"touch " + mark("ran") + "; echo said %h >&2\"\n Port 3\n" +
+		"Match host slow exec \"sleep 30; true\"\n Port 4\n"
+	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var warn strings.Builder
+	tg, err := Resolve("x", Options{ConfigFile: cfg, HomeDir: home, Warn: &warn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.Port != 3 {
+		t.Errorf("port %d, want 3 from the block whose command succeeded", tg.Port)
+	}
+	for name, want := range map[string]bool{"host-failed": false, "exec-failed": false, "ran": true} {
+		if _, err := os.Stat(mark(name)); (err == nil) != want {
+			t.Errorf("%s: command ran %v, want %v", name, err == nil, want)
+		}
+	}
+	if warn.String() != "said x\n" {
+		t.Errorf("the command's stderr went elsewhere: Warn got %q", warn.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = ResolveContext(ctx, "slow", Options{ConfigFile: cfg, HomeDir: home})
+	if err == nil || !strings.Contains(err.Error(), "Match exec") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a Match exec command past the context's end: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the resolution took %v after its context ended", d)
+	}
 }

@@ -1,6 +1,7 @@
 package sshdial
 
 import (
+	"context"
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
@@ -96,7 +97,14 @@ var (
 
 // Resolve resolves a host alias (optionally "user@alias" or
 // "ssh://[user@]alias[:port]") through the ssh configuration like ssh -G.
+// It is ResolveContext without a deadline for Match exec commands.
 func Resolve(alias string, o Options) (*Target, error) {
+	return ResolveContext(context.Background(), alias, o)
+}
+
+// ResolveContext is Resolve whose Match exec commands are killed when ctx
+// ends, which fails the resolution.
+func ResolveContext(ctx context.Context, alias string, o Options) (*Target, error) {
 	home, err := o.homeDir()
 	if err != nil {
 		return nil, err
@@ -165,7 +173,8 @@ func Resolve(alias string, o Options) (*Target, error) {
 		seen := make(map[*block]bool)
 		for i := range cs.chunks {
 			c := &cs.chunks[i]
-			ms := matchState{originalHost: host, localUser: localU, final: final, host: host, user: localU}
+			ms := matchState{originalHost: host, localUser: localU, final: final, host: host, user: localU,
+				port: "22", home: home, stderr: o.warn(), ctx: ctx}
 			if hn, ok := st.get("hostname"); ok {
 				if h, err := expandHostName(hn, host); err == nil {
 					ms.host = h
@@ -173,6 +182,13 @@ func Resolve(alias string, o Options) (*Target, error) {
 			}
 			if u, ok := st.get("user"); ok {
 				ms.user = u
+			}
+			if p, ok := st.get("port"); ok {
+				ms.port = p
+			}
+			ms.keyAlias = ms.host
+			if a, ok := st.get("hostkeyalias"); ok {
+				ms.keyAlias = a
 			}
 			active, err := blockActive(c.blk, host, ms, seen)
 			if err != nil {
