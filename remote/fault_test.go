@@ -1271,6 +1271,15 @@ func TestFaultWorkerCrashes(t *testing.T) {
 			if !errors.As(err, &re) {
 				t.Fatalf("err = %v (%T), want *RemoteError", err, err)
 			}
+			if tt.how == "oom" && raceEnabled && re.Kind == remote.KindExit && re.ExitCode == 66 {
+				// Under the race detector, the worker's address space also
+				// holds the detector's shadow memory; now and then mapping
+				// that is what fails first, and the detector's runtime
+				// exits with its own status, 66, before Go's allocator can
+				// report the out-of-memory error.
+				t.Logf("the race detector's runtime ran out of address space first: %v", err)
+				return
+			}
 			if remote.IsFailure(err) || failures.Load() != 0 || res.Attempts != 1 {
 				t.Errorf("a crash was treated as a transport failure: failures=%d attempts=%d", failures.Load(), res.Attempts)
 			}
