@@ -428,7 +428,8 @@ var singleKeys = []string{
 	"userknownhostsfile", "globalknownhostsfile", "stricthostkeychecking",
 	"hostkeyalias", "connecttimeout", "serveraliveinterval",
 	"serveralivecountmax", "kexalgorithms", "ciphers", "macs",
-	"hashknownhosts", "batchmode",
+	"hashknownhosts", "batchmode", "canonicalizehostname", "canonicaldomains",
+	"canonicalizemaxdots", "canonicalizefallbacklocal",
 }
 
 // multiKeys are the keywords whose values accumulate.

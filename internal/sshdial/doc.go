@@ -27,9 +27,8 @@
 //     ssh_config lets '?' match zero characters).
 //   - Match with all, host, originalhost, user, localuser, exec, canonical
 //     and final (and '!' negation); "host" is matched against the host name
-//     after HostName substitution, like ssh. "final" blocks are applied in a
-//     second pass, like ssh; "canonical" matches only in that pass (there is
-//     no hostname canonicalization). "exec" runs its command like ssh, only
+//     after HostName substitution, like ssh. "final" and "canonical" hold
+//     only in the final pass (below). "exec" runs its command like ssh, only
 //     while the criteria before it hold: through $SHELL (or /bin/sh) -c,
 //     with the %C %L %d %h %k %l %n %p %r %u %% tokens of what is known so
 //     far, stdin and stdout on /dev/null, stderr to Options.Warn; it holds
@@ -37,6 +36,19 @@
 //     resolution (a fan-out runs it once per host, as many ssh processes
 //     would) and, with ResolveContext, is killed with its process group when
 //     the context ends, which fails the resolution.
+//   - CanonicalizeHostname (yes, always), CanonicalDomains,
+//     CanonicalizeMaxDots and CanonicalizeFallbackLocal, like ssh: for a
+//     direct connection (or any, with "always"), a host name with at most
+//     CanonicalizeMaxDots dots becomes the first name.domain, for each of
+//     CanonicalDomains, that the resolver knows (ResolveContext's context
+//     bounds the lookups); a name ending in a dot loses it when it
+//     resolves. CNAMEs are not followed (CanonicalizePermittedCNAMEs is
+//     ignored).
+//   - A final pass, like ssh's, when a Match final line is present or
+//     CanonicalizeHostname is on: the files are read again with Host
+//     patterns matched against the host name the first pass settled on
+//     (HostName substituted, then canonicalized), "Match canonical" and
+//     "Match final" holding; values set in the first pass stay.
 //   - Include, with globs, nested up to 16 levels, honouring the enclosing
 //     Host/Match block. Relative paths are taken from ~/.ssh (user files,
 //     where ~ is Options.HomeDir or $HOME) or /etc/ssh (the system file).
@@ -73,7 +85,7 @@
 //
 // Every other keyword is read without error and ignored; in particular:
 // password, keyboard-interactive, GSSAPI and host-based authentication;
-// CanonicalizeHostname and friends; CheckHostIP (ssh 9.2's default, no, is
+// CanonicalizePermittedCNAMEs; CheckHostIP (ssh 9.2's default, no, is
 // what this package does); HostKeyAlgorithms and PubkeyAcceptedAlgorithms
 // (x/crypto's defaults are used, preferring the types already recorded in
 // known_hosts); UpdateHostKeys; VerifyHostKeyDNS; KnownHostsCommand;

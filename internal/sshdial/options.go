@@ -1,6 +1,7 @@
 package sshdial
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +49,9 @@ type Options struct {
 	// configuration; set for the later hops of a ProxyJump chain, which ssh
 	// reaches with "-J earlier-hops" (and so with ProxyCommand none).
 	noProxy bool
+	// lookupHost resolves a name for CanonicalizeHostname; nil means
+	// net.DefaultResolver.LookupHost. Set by tests.
+	lookupHost func(ctx context.Context, name string) ([]string, error)
 	// depth counts nested ProxyJump resolutions, to stop loops.
 	depth int
 }

@@ -169,14 +169,18 @@ func ResolveContext(ctx context.Context, alias string, o Options) (*Target, erro
 		return nil, fmt.Errorf("sshdial: %w", err)
 	}
 	localU := localUser()
-	pass := func(final bool) error {
+	// pass applies the blocks that match: Host patterns are matched
+	// against name, the host as given in the first pass, and in the
+	// final one the host name that pass settled on (HostName substituted,
+	// then canonicalized), as ssh does.
+	pass := func(final bool, name string) error {
 		seen := make(map[*block]bool)
 		for i := range cs.chunks {
 			c := &cs.chunks[i]
-			ms := matchState{originalHost: host, localUser: localU, final: final, host: host, user: localU,
+			ms := matchState{originalHost: host, localUser: localU, final: final, host: name, user: localU,
 				port: "22", home: home, stderr: o.warn(), ctx: ctx}
 			if hn, ok := st.get("hostname"); ok {
-				if h, err := expandHostName(hn, host); err == nil {
+				if h, err := expandHostName(hn, name); err == nil {
 					ms.host = h
 				}
 			}
@@ -190,27 +194,133 @@ func ResolveContext(ctx context.Context, alias string, o Options) (*Target, erro
 			if a, ok := st.get("hostkeyalias"); ok {
 				ms.keyAlias = a
 			}
-			active, err := blockActive(c.blk, host, ms, seen)
+			active, err := blockActive(c.blk, name, ms, seen)
 			if err != nil {
 				return fmt.Errorf("sshdial: %w", err)
 			}
 			if active && c.cfg != nil {
-				if err := st.apply(c, host); err != nil {
+				if err := st.apply(c, name); err != nil {
 					return fmt.Errorf("sshdial: %w", err)
 				}
 			}
 		}
 		return nil
 	}
-	if err := pass(false); err != nil {
+	if err := pass(false, host); err != nil {
 		return nil, err
 	}
-	if cs.wantFinal {
-		if err := pass(true); err != nil {
+	// Like ssh, the host name is settled now: HostName's %h substituted
+	// (a HostName of a later block no longer changes it), then
+	// canonicalized.
+	name := strings.ToLower(host)
+	if hn, ok := st.get("hostname"); ok {
+		if h, err := expandHostName(hn, host); err == nil {
+			name = strings.ToLower(h)
+			st.single["hostname"] = strings.ReplaceAll(h, "%", "%%")
+		}
+	}
+	canonical, err := st.canonicalize(ctx, name, &o)
+	if err != nil {
+		return nil, fmt.Errorf("sshdial: %s: %w", host, err)
+	}
+	if canonical != "" {
+		name = canonical
+		st.single["hostname"] = strings.ReplaceAll(canonical, "%", "%%")
+	}
+	if cs.wantFinal || st.canonicalizing() {
+		if err := pass(true, name); err != nil {
 			return nil, err
 		}
 	}
 	return st.target(host, home, localU, nExplicit)
+}
+
+// canonicalizing reports whether CanonicalizeHostname asks for the final
+// pass (any value but no).
+func (st *settings) canonicalizing() bool {
+	v, _ := st.get("canonicalizehostname")
+	switch strings.ToLower(v) {
+	case "yes", "always", "true":
+		return true
+	}
+	return false
+}
+
+// canonicalize applies CanonicalizeHostname to name (the host name after
+// the first pass) like ssh: for a direct connection (or any, with
+// "always"), a name ending in a dot that resolves loses the dot; a name
+// with at most CanonicalizeMaxDots dots (1) becomes the first name.domain
+// that resolves, for each domain of CanonicalDomains in turn; an IP
+// address is left alone. It returns the canonical name, or "" when there
+// is none, which is an error with CanonicalizeFallbackLocal no. CNAMEs are
+// not followed (CanonicalizePermittedCNAMEs is ignored).
+func (st *settings) canonicalize(ctx context.Context, name string, o *Options) (string, error) {
+	mode, _ := st.get("canonicalizehostname")
+	mode = strings.ToLower(mode)
+	switch mode {
+	case "", "no", "false", "none":
+		return "", nil
+	case "yes", "true", "always":
+	default:
+		return "", fmt.Errorf("bad CanonicalizeHostname value %q", mode)
+	}
+	if mode != "always" {
+		for _, k := range []string{"proxyjump", "proxycommand"} {
+			if v, ok := st.get(k); ok && !strings.EqualFold(v, "none") {
+				return "", nil // the proxy resolves the name
+			}
+		}
+	}
+	if net.ParseIP(strings.Trim(name, "[]")) != nil {
+		return "", nil
+	}
+	lookup := o.lookupHost
+	if lookup == nil {
+		lookup = net.DefaultResolver.LookupHost
+	}
+	resolves := func(fqdn string) (bool, error) {
+		_, err := lookup(ctx, fqdn)
+		if ctx.Err() != nil {
+			return false, fmt.Errorf("canonicalize %s: %w", name, ctx.Err())
+		}
+		return err == nil, nil
+	}
+	if strings.HasSuffix(name, ".") {
+		ok, err := resolves(name)
+		if err != nil || !ok {
+			return "", err
+		}
+		return strings.TrimSuffix(name, "."), nil
+	}
+	maxDots := 1
+	if v, ok := st.get("canonicalizemaxdots"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return "", fmt.Errorf("bad CanonicalizeMaxDots value %q", v)
+		}
+		maxDots = n
+	}
+	if strings.Count(name, ".") > maxDots {
+		return "", nil
+	}
+	domains, _ := st.get("canonicaldomains")
+	for _, d := range strings.Fields(domains) {
+		if strings.EqualFold(d, "none") {
+			break
+		}
+		fqdn := name + "." + strings.TrimSuffix(d, ".")
+		ok, err := resolves(fqdn + ".")
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return fqdn, nil
+		}
+	}
+	if v, _ := st.get("canonicalizefallbacklocal"); strings.EqualFold(v, "no") || strings.EqualFold(v, "false") {
+		return "", fmt.Errorf("could not resolve host %q in any of CanonicalDomains (CanonicalizeFallbackLocal no)", name)
+	}
+	return "", nil
 }
 
 // target turns collected settings into a Target.
