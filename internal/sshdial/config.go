@@ -429,7 +429,8 @@ var singleKeys = []string{
 	"hostkeyalias", "connecttimeout", "serveraliveinterval",
 	"serveralivecountmax", "kexalgorithms", "ciphers", "macs",
 	"hashknownhosts", "batchmode", "canonicalizehostname", "canonicaldomains",
-	"canonicalizemaxdots", "canonicalizefallbacklocal",
+	"canonicalizemaxdots", "canonicalizefallbacklocal", "bindaddress",
+	"connectionattempts", "addressfamily",
 }
 
 // multiKeys are the keywords whose values accumulate.

@@ -230,11 +230,7 @@ func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, 
 			return nil, dialErr(err)
 		}
 	default:
-		var d net.Dialer
-		if t.BindAddress != "" {
-			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(t.BindAddress)}
-		}
-		conn, err = d.DialContext(hctx, "tcp", addr)
+		conn, err = dialTCP(hctx, t, addr)
 		if err != nil {
 			return nil, dialErr(err)
 		}
@@ -282,6 +278,36 @@ func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, 
 		go c.keepalive(t.ServerAliveInterval, t.ServerAliveCountMax, o.warn())
 	}
 	return c, nil
+}
+
+// dialTCP makes a direct connection to addr as ssh does: from
+// BindAddress, to the AddressFamily's addresses, up to ConnectionAttempts
+// times a second apart.
+func dialTCP(ctx context.Context, t *Target, addr string) (net.Conn, error) {
+	var d net.Dialer
+	if t.BindAddress != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(t.BindAddress)}
+	}
+	network := "tcp"
+	switch t.AddressFamily {
+	case "inet":
+		network = "tcp4"
+	case "inet6":
+		network = "tcp6"
+	}
+	for attempt := 1; ; attempt++ {
+		conn, err := d.DialContext(ctx, network, addr)
+		if err == nil || attempt >= t.ConnectionAttempts || ctx.Err() != nil {
+			return conn, err
+		}
+		pause := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			pause.Stop()
+			return nil, err
+		case <-pause.C:
+		}
+	}
 }
 
 // classify turns a handshake error into HostKeyError, KeyFileError,

@@ -884,3 +884,67 @@ func TestCertificate(t *testing.T) {
 	cfg = labConfig(t, lab, "IdentityFile "+key, "CertificateFile "+filepath.Join(dir, "elsewhere.pub"))
 	run(t, mustConnect(t, "h1", Options{ConfigFile: cfg, HomeDir: home}), "true")
 }
+
+// TestDialTCPLikeSSH: ConnectionAttempts tries a refused connection again a
+// second later, up to that many times, and stops at the context's end;
+// AddressFamily picks the addresses.
+func TestDialTCPLikeSSH(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // refused until listening again
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if _, err := dialTCP(ctx, &Target{ConnectionAttempts: 1}, addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("one attempt: %v, want refused", err)
+	}
+	// The port opens between the first and the second attempt.
+	opened := make(chan net.Listener, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- l
+	}()
+	start := time.Now()
+	conn, err := dialTCP(ctx, &Target{ConnectionAttempts: 3}, addr)
+	if l := <-opened; l != nil {
+		defer l.Close()
+	}
+	if err != nil {
+		t.Fatalf("three attempts, the port open after the first: %v", err)
+	}
+	conn.Close()
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Errorf("connected after %v: the second attempt did not wait a second", d)
+	}
+
+	// A context that ends during the pause ends the attempts.
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancelShort()
+	start = time.Now()
+	if _, err := dialTCP(short, &Target{ConnectionAttempts: 10}, "127.0.0.1:1"); err == nil {
+		t.Fatal("connected to port 1")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("attempts went on %v after the context ended", d)
+	}
+
+	for _, tt := range []struct {
+		family string
+		ok     bool
+	}{{"any", true}, {"inet", true}, {"inet6", false}} {
+		conn, err := dialTCP(ctx, &Target{ConnectionAttempts: 1, AddressFamily: tt.family}, addr)
+		if (err == nil) != tt.ok {
+			t.Errorf("AddressFamily %s to %s: %v", tt.family, addr, err)
+		}
+		if conn != nil {
+			conn.Close()
+		}
+	}
+}

@@ -70,8 +70,9 @@
 //     obtained wins, like ssh.
 //   - ConnectTimeout, ServerAliveInterval (ssh time formats such as 90 or
 //     1m30s), ServerAliveCountMax.
-//   - BindAddress (an IP address: the local address of direct TCP
-//     connections).
+//   - For direct TCP connections: BindAddress (an IP address: the local
+//     address), AddressFamily (any, inet, inet6) and ConnectionAttempts
+//     (tries a second apart).
 //   - KexAlgorithms, Ciphers and MACs, including the +, - and ^ forms;
 //     algorithms that golang.org/x/crypto/ssh does not implement are dropped
 //     at Dial time (an error if none is left).

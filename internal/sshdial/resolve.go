@@ -60,6 +60,12 @@ type Target struct {
 	// BindAddress is the local address direct TCP connections are made
 	// from (ssh's BindAddress); "" lets the system choose.
 	BindAddress string
+	// AddressFamily is "inet", "inet6" or "any" (the default): which
+	// addresses of HostName a direct connection may use.
+	AddressFamily string
+	// ConnectionAttempts is how many times a direct TCP connection is
+	// tried, a second apart, before giving up (default 1).
+	ConnectionAttempts int
 	// ServerAliveInterval is the interval of keepalive requests (0: none).
 	ServerAliveInterval time.Duration
 	// ServerAliveCountMax is the number of unanswered keepalives after which
@@ -525,6 +531,23 @@ func (st *settings) target(host, home, localU string, nExplicit int) (*Target, e
 			return nil, bad("BindAddress", v, errors.New("want an IP address"))
 		}
 		t.BindAddress = v
+	}
+	t.AddressFamily = "any"
+	if v, ok := st.get("addressfamily"); ok {
+		switch v = strings.ToLower(v); v {
+		case "any", "inet", "inet6":
+			t.AddressFamily = v
+		default:
+			return nil, bad("AddressFamily", v, errors.New("want any, inet or inet6"))
+		}
+	}
+	t.ConnectionAttempts = 1
+	if v, ok := st.get("connectionattempts"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, bad("ConnectionAttempts", v, errors.New("want a number of at least 1"))
+		}
+		t.ConnectionAttempts = n
 	}
 	t.ServerAliveCountMax = 3
 	if v, ok := st.get("serveralivecountmax"); ok {

@@ -241,6 +241,9 @@ func TestResolveMatchesOpenSSH(t *testing.T) {
 			n, _ := strconv.Atoi(one("serveraliveinterval"))
 			check("ServerAliveInterval", got.ServerAliveInterval, time.Duration(n)*time.Second)
 			check("ServerAliveCountMax", strconv.Itoa(got.ServerAliveCountMax), one("serveralivecountmax"))
+			check("BindAddress", got.BindAddress, one("bindaddress"))
+			check("ConnectionAttempts", strconv.Itoa(got.ConnectionAttempts), one("connectionattempts"))
+			check("AddressFamily", got.AddressFamily, one("addressfamily"))
 			if got.KexAlgorithms != nil {
 				check("KexAlgorithms", strings.Join(got.KexAlgorithms, ","), one("kexalgorithms"))
 			}
