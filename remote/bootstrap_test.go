@@ -1340,3 +1340,37 @@ func TestLoginRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestSendEnvAndSetEnv: the session gets the variables ssh would send
+// (SendEnv's local variables, SetEnv's), where sshd accepts them, and the
+// jobs see them; a variable SendEnv does not name stays home.
+func TestSendEnvAndSetEnv(t *testing.T) {
+	l := newBootLab(t)
+	srv, err := l.AddServer(sshdtest.Options{Name: "env", ExtraConfig: []string{"AcceptEnv TW_*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TW_SEND", "sent value")
+	t.Setenv("TW_OTHER", "not named")
+	var warn lockedBuf
+	p, err := remote.NewPool(context.Background(), remote.PoolConfig{Hosts: []string{srv.Name}, MinWarm: -1,
+		SSH: remote.SSHOptions{ConfigFile: l.ConfigFile, Warn: &warn,
+			Options: []string{"SendEnv=TW_SEND TW_NOTSET", `SetEnv=TW_SET="a b" TW_SEND=overridden`}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for name, want := range map[string]string{"TW_SEND": "overridden", "TW_SET": "a b", "TW_OTHER": "<unset>", "TW_NOTSET": "<unset>"} {
+		for _, fn := range []agent.Func[string, string]{Getenv, InlineGetenv} {
+			got, err := remote.CallOn(ctx, p, srv.Name, fn, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("%s in %s: %q, want %q", name, fn.Name(), got, want)
+			}
+		}
+	}
+}

@@ -156,6 +156,18 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 			block = wire.AppendFrame(block, wire.Frame{Kind: wire.KindCall, Job: first.id, Payload: data})
 		}
 	}
+	// The variables ssh would send (SendEnv, SetEnv), with the same
+	// request, in the same flight as the exec: the session's environment,
+	// which jobs inherit, is what ssh's would be where sshd accepts them.
+	for _, kv := range client.Target.Env(os.Environ()) {
+		if kv[0] == wire.EnvFrames {
+			continue
+		}
+		env := struct{ Name, Value string }{kv[0], kv[1]}
+		if _, err := ch.SendRequest("env", false, ssh.Marshal(&env)); err != nil {
+			return nil, fmt.Errorf("start agent: %w", err)
+		}
+	}
 	// OpenSSH opens a session's window only once its command runs, so what
 	// the master writes on stdin leaves about one round trip after the
 	// exec. The same frames in an environment variable travel with the

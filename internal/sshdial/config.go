@@ -430,11 +430,11 @@ var singleKeys = []string{
 	"serveralivecountmax", "kexalgorithms", "ciphers", "macs",
 	"hashknownhosts", "batchmode", "canonicalizehostname", "canonicaldomains",
 	"canonicalizemaxdots", "canonicalizefallbacklocal", "bindaddress",
-	"connectionattempts", "addressfamily",
+	"connectionattempts", "addressfamily", "setenv",
 }
 
 // multiKeys are the keywords whose values accumulate.
-var multiKeys = []string{"identityfile", "certificatefile"}
+var multiKeys = []string{"identityfile", "certificatefile", "sendenv"}
 
 func (s *settings) set(key, value string) {
 	key = strings.ToLower(key)
@@ -445,6 +445,8 @@ func (s *settings) set(key, value string) {
 				return // ssh ignores duplicates
 			}
 		}
+		s.multi[key] = append(s.multi[key], value)
+	case "sendenv":
 		s.multi[key] = append(s.multi[key], value)
 	case "proxyjump", "proxycommand":
 		if s.proxy == "" {

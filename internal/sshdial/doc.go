@@ -70,6 +70,9 @@
 //     obtained wins, like ssh.
 //   - ConnectTimeout, ServerAliveInterval (ssh time formats such as 90 or
 //     1m30s), ServerAliveCountMax.
+//   - SendEnv (patterns, accumulating; "-PATTERN" removes) and SetEnv (the
+//     first line wins, and in it the first value of a name): Target.Env
+//     lists what to send, as ssh sends it; the caller sends it.
 //   - For direct TCP connections: BindAddress (an IP address: the local
 //     address), AddressFamily (any, inet, inet6) and ConnectionAttempts
 //     (tries a second apart).

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +67,10 @@ type Target struct {
 	// ConnectionAttempts is how many times a direct TCP connection is
 	// tried, a second apart, before giving up (default 1).
 	ConnectionAttempts int
+	// SendEnv are the patterns of local environment variables to send
+	// to the server (whose AcceptEnv decides), after the "-PATTERN"
+	// removals; SetEnv the NAME=VALUE pairs to send. See Env.
+	SendEnv, SetEnv []string
 	// ServerAliveInterval is the interval of keepalive requests (0: none).
 	ServerAliveInterval time.Duration
 	// ServerAliveCountMax is the number of unanswered keepalives after which
@@ -549,6 +554,36 @@ func (st *settings) target(host, home, localU string, nExplicit int) (*Target, e
 		}
 		t.ConnectionAttempts = n
 	}
+	for _, line := range st.multi["sendenv"] {
+		words, err := splitArgs(line)
+		if err != nil {
+			return nil, bad("SendEnv", line, err)
+		}
+		for _, w := range words {
+			if pat, ok := strings.CutPrefix(w, "-"); ok {
+				t.SendEnv = slices.DeleteFunc(t.SendEnv, func(p string) bool { return matchGlob(p, pat) })
+			} else if !slices.Contains(t.SendEnv, w) {
+				t.SendEnv = append(t.SendEnv, w)
+			}
+		}
+	}
+	if v, ok := st.get("setenv"); ok {
+		words, err := splitArgs(v)
+		if err != nil {
+			return nil, bad("SetEnv", v, err)
+		}
+		seen := map[string]bool{}
+		for _, w := range words {
+			name, _, ok := strings.Cut(w, "=")
+			if !ok || name == "" {
+				return nil, bad("SetEnv", v, fmt.Errorf("%q is not NAME=VALUE", w))
+			}
+			if !seen[name] { // the first value of a name wins
+				seen[name] = true
+				t.SetEnv = append(t.SetEnv, w)
+			}
+		}
+	}
 	t.ServerAliveCountMax = 3
 	if v, ok := st.get("serveralivecountmax"); ok {
 		n, err := strconv.Atoi(v)
@@ -807,4 +842,27 @@ func checkCommandLineNames(host string, users ...string) error {
 		}
 	}
 	return nil
+}
+
+// Env returns the environment variables to send to the server for t, as
+// ssh sends them: first those of environ (NAME=VALUE, as os.Environ
+// returns) whose names match a SendEnv pattern, then SetEnv's.
+func (t *Target) Env(environ []string) [][2]string {
+	var out [][2]string
+	if len(t.SendEnv) > 0 {
+		for _, kv := range environ {
+			name, value, ok := strings.Cut(kv, "=")
+			if !ok || name == "" {
+				continue
+			}
+			if slices.ContainsFunc(t.SendEnv, func(p string) bool { return matchGlob(name, p) }) {
+				out = append(out, [2]string{name, value})
+			}
+		}
+	}
+	for _, kv := range t.SetEnv {
+		name, value, _ := strings.Cut(kv, "=")
+		out = append(out, [2]string{name, value})
+	}
+	return out
 }

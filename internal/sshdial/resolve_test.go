@@ -122,6 +122,9 @@ func TestResolveMatchesOpenSSH(t *testing.T) {
 		{"match.conf", "m-orig", Options{}},
 		{"match.conf", "fin", Options{}},
 		{"match.conf", "other", Options{User: "origuser"}},
+		{"env.conf", "x", Options{}},
+		{"env.conf", "y", Options{}},
+		{"env.conf", "x", Options{Options: []string{"SendEnv=-LC_* ONE", "SetEnv=Z=0"}}},
 		{"final.conf", "alias", Options{}},
 		{"final.conf", "pct", Options{}},
 		{"final.conf", "other", Options{}},
@@ -242,6 +245,8 @@ func TestResolveMatchesOpenSSH(t *testing.T) {
 			check("ServerAliveInterval", got.ServerAliveInterval, time.Duration(n)*time.Second)
 			check("ServerAliveCountMax", strconv.Itoa(got.ServerAliveCountMax), one("serveralivecountmax"))
 			check("BindAddress", got.BindAddress, one("bindaddress"))
+			check("SendEnv", got.SendEnv, want["sendenv"])
+			check("SetEnv", got.SetEnv, want["setenv"])
 			check("ConnectionAttempts", strconv.Itoa(got.ConnectionAttempts), one("connectionattempts"))
 			check("AddressFamily", got.AddressFamily, one("addressfamily"))
 			if got.KexAlgorithms != nil {
