@@ -22,6 +22,7 @@ setup:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
 	fi
 	@command -v gzip >/dev/null || (apt-get update -qq && apt-get install -y -qq gzip >/dev/null)
+	@command -v busybox >/dev/null || { echo "installing busybox-static (the bootstrap under busybox's shell and tools)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
 	@for p in zsh tcsh fish sudo; do command -v $$p >/dev/null || m="$$m $$p"; done; command -v doas >/dev/null || m="$$m opendoas"; [ -z "$$m" ] || { echo "installing$$m (login shell and Become tests)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$m >/dev/null; }
 
 tools:

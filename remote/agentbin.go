@@ -610,8 +610,13 @@ var newTmpToken = func() string {
 //     the user's; an error if that is noexec too), and a "toworker-note"
 //     line says so. Then it removes the least recently used hash-named
 //     files of that directory beyond KeepVersions (never the one it is
-//     about to run) and execs the agent; the master, having sent the
-//     upload, sends the preamble and the n bytes of frames again.
+//     about to run) and execs the agent; the master, once the agent's
+//     marker line arrives, sends the preamble and the n bytes of frames
+//     again. Not before: the script reads the upload with head -c, which
+//     outside GNU coreutils (busybox, the BSDs) reads ahead of its count.
+//     For the same reason the frames discarded in step 3 are read with dd,
+//     one byte at a time (a few hundred bytes, unless the first call's
+//     input is large).
 //
 // Path mode. The script looks up h for `uname -sm`, checks that Path is a
 // regular file owned by root or the user and not writable by group or
@@ -654,7 +659,10 @@ func (s *agentSet) script(t *sshdial.Target) (string, error) {
 		`set -f`,
 		// y reads the master's preamble and discards the frames after it,
 		// before an upload. A started agent reads them itself.
-		`y() { read -r l || return 101; set -- $l; head -c "$3" >/dev/null; }`,
+		// Exactly n bytes: head -c is exact only in GNU coreutils; busybox's
+		// and the BSDs' read stdin through stdio, and would swallow what
+		// the master sends next. Byte by byte, dd is exact everywhere.
+		`y() { read -r l || return 101; set -- $l; dd bs=1 count="$3" >/dev/null 2>&1; }`,
 		`x() { echo "toworker-fail $1"; exit 104; }`,
 		`k() { v=$( (sha256sum "$1" || shasum -a 256 "$1" || sha256 -r "$1") 2>/dev/null ); v=${v%% *}; [ -n "$v" ] || x "cannot compute a SHA-256 on this host (none of sha256sum, shasum, sha256 works)"; [ "$v" = "$2" ]; }`,
 	}

@@ -259,6 +259,7 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 	// agent started: a shell that refuses commands (nologin) says why on
 	// stdout.
 	skipped := &tailBuffer{max: 512}
+	uploaded := false  // the agent was sent: its frames follow its marker
 	var release func() // of this connection's claim on a shared cache's upload
 	defer func() {
 		if release != nil {
@@ -286,6 +287,13 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 		s := protocolLine(strings.TrimRight(string(line), "\r\n"))
 		switch {
 		case strings.HasSuffix(s, wire.AgentMarker):
+			if uploaded {
+				// The agent just started from the upload: its first
+				// frames now (see below).
+				if _, err := c.stdin.Write(preambleAndBlock); err != nil {
+					return c.bootErr(ctx, "send preamble", err)
+				}
+			}
 			return nil
 		case strings.Contains(s, wire.AgentMarkerPrefix):
 			return fmt.Errorf("the agent on the host speaks %q, this master %q: the cached agent is of another version", s, wire.AgentMarker)
@@ -332,10 +340,10 @@ func (c *hostConn) awaitAgent(ctx context.Context, br *bufio.Reader, o connectOp
 				return c.bootErr(ctx, "upload agent", err)
 			}
 			// The script discarded the first frames; the freshly started
-			// agent reads them anew.
-			if _, err := c.stdin.Write(preambleAndBlock); err != nil {
-				return c.bootErr(ctx, "upload agent", err)
-			}
+			// agent reads them anew, once it says it runs: sent now, they
+			// could go into the head -c that reads the upload, which
+			// outside GNU coreutils (busybox, the BSDs) reads ahead.
+			uploaded = true
 			if o.uploaded != nil {
 				o.uploaded(len(bin.gz))
 			}

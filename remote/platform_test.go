@@ -342,6 +342,14 @@ func startScript(t *testing.T, sc, home string) (cmd *exec.Cmd, stdin io.WriteCl
 	t.Helper()
 	cmd = exec.Command("/bin/sh", "-c", sc)
 	cmd.Env = []string{"HOME=" + home, "TMPDIR=" + home, "PATH=" + os.Getenv("PATH")}
+	stdin, next = runScript(t, cmd)
+	return cmd, stdin, next
+}
+
+// runScript starts cmd, a bootstrap script, and returns its stdin and a
+// function that returns its next line of output.
+func runScript(t *testing.T, cmd *exec.Cmd) (stdin io.WriteCloser, next func() string) {
+	t.Helper()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -366,7 +374,7 @@ func startScript(t *testing.T, sc, home string) (cmd *exec.Cmd, stdin io.WriteCl
 			lines <- strings.TrimSuffix(l, "\n")
 		}
 	}()
-	return cmd, stdin, func() string {
+	return stdin, func() string {
 		t.Helper()
 		select {
 		case l, ok := <-lines:
@@ -379,4 +387,83 @@ func startScript(t *testing.T, sc, home string) (cmd *exec.Cmd, stdin io.WriteCl
 			return ""
 		}
 	}
+}
+
+// TestScriptUnderBusybox runs the bootstrap as on Alpine or a small
+// embedded system: its shell is busybox's ash and every tool it calls
+// (stat, sha256sum, gzip, head, ls, ...) a busybox applet, nothing else on
+// PATH. The first run asks for the agent, checks and installs the upload
+// and starts it; the second finds it, by its stamp, and starts it at once.
+func TestScriptUnderBusybox(t *testing.T) {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal("busybox is not installed: run `make setup`")
+	}
+	bin := t.TempDir()
+	if out, err := exec.Command(busybox, "--install", "-s", bin).CombinedOutput(); err != nil {
+		t.Fatalf("busybox --install: %v: %s", err, out)
+	}
+	s, err := agentsFor(AgentOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.self.load(); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := s.script(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	cache := filepath.Join(home, ".cache", "toworker")
+	frames := wire.MasterPreamble + " 1 5\nframe"
+	start := func() (io.WriteCloser, func() string) {
+		cmd := exec.Command(filepath.Join(bin, "sh"), "-c", sc)
+		cmd.Env = []string{"HOME=" + home, "TMPDIR=" + home, "PATH=" + bin}
+		cmd.Stderr = &testWriter{t}
+		stdin, next := runScript(t, cmd)
+		io.WriteString(stdin, frames)
+		return stdin, next
+	}
+
+	// The upload is written at once, as if the master's answer had
+	// arrived before the script began to discard the first frames: a
+	// reader of stdin that reads ahead would swallow it. The agent's
+	// frames follow its marker, as the master sends them.
+	stdin, next := start()
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		fmt.Fprintf(stdin, "%d %s\n", len(s.self.gz), s.self.hash)
+		stdin.Write(s.self.gz)
+	}()
+	if l := next(); !strings.HasPrefix(l, wire.NeedPrefix) {
+		t.Fatalf("first run: the script printed %q, want %q", l, wire.NeedPrefix)
+	}
+	if l := next(); l != wire.AgentMarker {
+		t.Fatalf("after the upload the script printed %q, want the agent's %q", l, wire.AgentMarker)
+	}
+	<-sent
+	io.WriteString(stdin, frames)
+	stamp, err := os.ReadFile(filepath.Join(cache, s.self.hash+".ok"))
+	if err != nil || strings.Count(string(stamp), ":") != 3 {
+		t.Fatalf("the agent's stamp after the upload: %q %v", stamp, err)
+	}
+
+	_, next = start()
+	if l := next(); l != wire.AgentMarker {
+		t.Fatalf("second run: the script printed %q, want the cached agent's %q", l, wire.AgentMarker)
+	}
+	left, _ := filepath.Glob(filepath.Join(cache, ".tmp.*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left: %q", left)
+	}
+}
+
+// testWriter logs what is written to it.
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", bytes.TrimSpace(p))
+	return len(p), nil
 }
