@@ -430,7 +430,7 @@ var singleKeys = []string{
 	"serveralivecountmax", "kexalgorithms", "ciphers", "macs",
 	"hashknownhosts", "batchmode", "canonicalizehostname", "canonicaldomains",
 	"canonicalizemaxdots", "canonicalizefallbacklocal", "bindaddress",
-	"connectionattempts", "addressfamily", "setenv",
+	"connectionattempts", "addressfamily", "setenv", "hostkeyalgorithms",
 }
 
 // multiKeys are the keywords whose values accumulate.

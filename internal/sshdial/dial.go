@@ -203,6 +203,13 @@ func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, 
 	}
 	cfg.HostKeyCallback = hk.check
 	cfg.HostKeyAlgorithms = hk.algorithms()
+	if t.HostKeyAlgorithms != nil {
+		// As configured, in its order: ssh reorders by known_hosts only
+		// its own default list.
+		if cfg.HostKeyAlgorithms = supportedOnly(t.HostKeyAlgorithms, "hostkey"); len(cfg.HostKeyAlgorithms) == 0 {
+			return nil, fmt.Errorf("sshdial: %s: none of HostKeyAlgorithms %s is supported", t.Alias, strings.Join(t.HostKeyAlgorithms, ","))
+		}
+	}
 	auth, err := buildAuth(t, o)
 	if err != nil {
 		return nil, err

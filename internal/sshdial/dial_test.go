@@ -246,6 +246,26 @@ func TestDialLab(t *testing.T) {
 		}
 	})
 
+	t.Run("HostKeyAlgorithms", func(t *testing.T) {
+		// The lab's hosts have an ed25519 key: a list without it fails,
+		// like ssh, naming the host key; one with it, in any place, works.
+		o := base
+		o.Options = []string{"HostKeyAlgorithms=ecdsa-sha2-nistp256,rsa-sha2-256"}
+		if c, err := connect(t, "h1", o); err == nil {
+			c.Close()
+			t.Fatal("connected with no host key algorithm the host has")
+		} else if !strings.Contains(err.Error(), "host key") {
+			t.Errorf("err = %v, want one naming the host key", err)
+		}
+		o.Options = []string{"HostKeyAlgorithms=rsa-sha2-256,ssh-ed25519"}
+		c := mustConnect(t, "h1", o)
+		c.Close()
+		o.Options = []string{"HostKeyAlgorithms=sk-ssh-ed25519@openssh.com"}
+		if _, err := connect(t, "h1", o); err == nil || !strings.Contains(err.Error(), "none of HostKeyAlgorithms") {
+			t.Errorf("a list of algorithms x/crypto lacks: %v", err)
+		}
+	})
+
 	t.Run("default files", func(t *testing.T) {
 		// No ConfigFile: ~/.ssh/config of HomeDir (the lab's copy) and
 		// /etc/ssh/ssh_config, like ssh.

@@ -76,6 +76,10 @@
 //   - For direct TCP connections: BindAddress (an IP address: the local
 //     address), AddressFamily (any, inet, inet6) and ConnectionAttempts
 //     (tries a second apart).
+//   - HostKeyAlgorithms: when set, only those x/crypto implements are
+//     offered, in the configured order (an error if none is left); when
+//     not, x/crypto's, the types recorded in known_hosts for the host
+//     first, as ssh orders its defaults.
 //   - KexAlgorithms, Ciphers and MACs, including the +, - and ^ forms;
 //     algorithms that golang.org/x/crypto/ssh does not implement are dropped
 //     at Dial time (an error if none is left).
@@ -90,9 +94,8 @@
 // Every other keyword is read without error and ignored; in particular:
 // password, keyboard-interactive, GSSAPI and host-based authentication;
 // CanonicalizePermittedCNAMEs; CheckHostIP (ssh 9.2's default, no, is
-// what this package does); HostKeyAlgorithms and PubkeyAcceptedAlgorithms
-// (x/crypto's defaults are used, preferring the types already recorded in
-// known_hosts); UpdateHostKeys; VerifyHostKeyDNS; KnownHostsCommand;
+// what this package does); PubkeyAcceptedAlgorithms (x/crypto's defaults
+// are used); UpdateHostKeys; VerifyHostKeyDNS; KnownHostsCommand;
 // ControlMaster/ControlPath (no connection sharing); forwardings;
 // AddKeysToAgent; FIDO (sk-) keys and XMSS keys in files (they can still be
 // used through ssh-agent). File permission checks of configuration files

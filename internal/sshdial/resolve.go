@@ -84,6 +84,10 @@ type Target struct {
 	Ciphers []string
 	// MACs: see KexAlgorithms.
 	MACs []string
+	// HostKeyAlgorithms: see KexAlgorithms. When set, only these are
+	// offered, in this order; otherwise x/crypto's, the types recorded in
+	// known_hosts for the host first.
+	HostKeyAlgorithms []string
 	// HashKnownHosts makes keys added to known_hosts hashed.
 	HashKnownHosts bool
 	// BatchMode disables every prompt (passphrases, host keys).
@@ -101,6 +105,7 @@ var (
 	}
 	defaultUserKnownHosts   = []string{"~/.ssh/known_hosts", "~/.ssh/known_hosts2"}
 	defaultGlobalKnownHosts = []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"}
+	defaultHostKeyAlgos     = strings.Split("ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com,sk-ssh-ed25519-cert-v01@openssh.com,sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com,ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,sk-ssh-ed25519@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,rsa-sha2-512,rsa-sha2-256", ",")
 	defaultKex              = strings.Split("sntrup761x25519-sha512,sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256", ",")
 	defaultCiphers          = strings.Split("chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com", ",")
 	defaultMACs             = strings.Split("umac-64-etm@openssh.com,umac-128-etm@openssh.com,hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha1-etm@openssh.com,umac-64@openssh.com,umac-128@openssh.com,hmac-sha2-256,hmac-sha2-512,hmac-sha1", ",")
@@ -598,6 +603,7 @@ func (st *settings) target(host, home, localU string, nExplicit int) (*Target, e
 		dest *[]string
 	}{
 		{"kexalgorithms", defaultKex, &t.KexAlgorithms},
+		{"hostkeyalgorithms", defaultHostKeyAlgos, &t.HostKeyAlgorithms},
 		{"ciphers", defaultCiphers, &t.Ciphers},
 		{"macs", defaultMACs, &t.MACs},
 	} {
@@ -812,6 +818,8 @@ func supportedOnly(list []string, kind string) []string {
 		have = append(sup.Ciphers, insec.Ciphers...)
 	case "mac":
 		have = append(sup.MACs, insec.MACs...)
+	case "hostkey":
+		have = append(sup.HostKeys, insec.HostKeys...)
 	}
 	var out []string
 	for _, a := range list {

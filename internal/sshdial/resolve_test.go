@@ -102,6 +102,8 @@ func TestResolveMatchesOpenSSH(t *testing.T) {
 		{"basic.conf", "kex-plus", Options{}},
 		{"basic.conf", "kex-caret", Options{}},
 		{"basic.conf", "kex-set", Options{}},
+		{"basic.conf", "hka-set", Options{}},
+		{"basic.conf", "hka-minus", Options{}},
 		{"basic.conf", "someone@web-2", Options{}},
 		{"basic.conf", "ssh://u2@web-3:2345", Options{}},
 		{"basic.conf", "web-1", Options{User: "cliuser", Port: 9999}},
@@ -251,6 +253,9 @@ func TestResolveMatchesOpenSSH(t *testing.T) {
 			check("AddressFamily", got.AddressFamily, one("addressfamily"))
 			if got.KexAlgorithms != nil {
 				check("KexAlgorithms", strings.Join(got.KexAlgorithms, ","), one("kexalgorithms"))
+			}
+			if got.HostKeyAlgorithms != nil || strings.HasPrefix(c.alias, "hka") {
+				check("HostKeyAlgorithms", strings.Join(got.HostKeyAlgorithms, ","), one("hostkeyalgorithms"))
 			}
 		})
 	}
