@@ -226,13 +226,14 @@ func ResolveContext(ctx context.Context, alias string, o Options) (*Target, erro
 		return nil, err
 	}
 	// Like ssh, the host name is settled now: HostName's %h substituted
-	// (a HostName of a later block no longer changes it), then
-	// canonicalized.
+	// (a HostName of a later block no longer changes it), lowercased,
+	// then canonicalized.
 	name := strings.ToLower(host)
 	if hn, ok := st.get("hostname"); ok {
-		if h, err := expandHostName(hn, host); err == nil {
+		if h, err := expandHostName(hn, name); err == nil {
+			// ssh lowercases the whole name, HostName's text included.
 			name = strings.ToLower(h)
-			st.single["hostname"] = strings.ReplaceAll(h, "%", "%%")
+			st.single["hostname"] = strings.ReplaceAll(name, "%", "%%")
 		}
 	}
 	canonical, err := st.canonicalize(ctx, name, &o)

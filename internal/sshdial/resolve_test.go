@@ -130,6 +130,7 @@ func TestResolveMatchesOpenSSH(t *testing.T) {
 		{"final.conf", "alias", Options{}},
 		{"final.conf", "pct", Options{}},
 		{"final.conf", "other", Options{}},
+		{"final.conf", "CaSe", Options{}},
 		{"exec.conf", "ex-name", Options{}},
 		{"exec.conf", "ex-yes", Options{}},
 		{"exec.conf", "ex-yes", Options{Port: 2200, User: "cliuser"}},
