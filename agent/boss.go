@@ -31,10 +31,13 @@ const (
 // frames from the master on stdin, runs each job in a worker process, and
 // writes the workers' frames and the jobs' output back on its stdout.
 type boss struct {
-	out   *wire.Writer // to the master; safe for concurrent use
-	exe   string       // this binary, started again as each worker
-	hello wire.Hello   // the master's; static after start
-	diag  io.Writer    // diagnostics: the session's stderr
+	out *wire.Writer // to the master; safe for concurrent use
+	exe string       // this binary's path, each worker's argv[0]
+	// runExe is what is executed to start a worker: the running binary
+	// itself where the system can name it (see runningExe).
+	runExe string
+	hello  wire.Hello // the master's; static after start
+	diag   io.Writer  // diagnostics: the session's stderr
 	// The session's stdin and the frame stream, non-blocking so that
 	// closing them ends a read or write in progress: when the master has
 	// gone silent (a half-open connection) nothing else would. Static after
@@ -170,6 +173,7 @@ func serveBoss() error {
 		stdin:     stdin,
 		framesOut: framesOut,
 		exe:       exe,
+		runExe:    runningExe(exe),
 		diag:      os.Stderr,
 		workers:   make(map[*bworker]struct{}),
 		jobs:      make(map[uint32]*bjob),
@@ -436,7 +440,7 @@ func (b *boss) spawnLocked() (*bworker, error) {
 			return nil, fmt.Errorf("start worker: %w", err)
 		}
 	}
-	cmd := exec.Command(runningExe(b.exe), agentFlag, "worker")
+	cmd := exec.Command(b.runExe, agentFlag, "worker")
 	cmd.Args[0] = b.exe // what ps shows
 	cmd.Stdout, cmd.Stderr = pw[0], pw[1]
 	cmd.ExtraFiles = []*os.File{theirs, crashW, pr[0], pr[1]} // fds 3, 4, 5, 6
