@@ -2,8 +2,6 @@ package sshdial
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -545,11 +543,9 @@ func firstKey(cfg *ssh_config.Config, a, b string) string {
 // that cannot be started is an error, and so is one still running when
 // the context ends (ssh would wait for it).
 func matchExec(command string, st matchState) (bool, error) {
-	lh, _ := os.Hostname()
-	short, _, _ := strings.Cut(lh, ".")
-	sum := sha1.Sum([]byte(lh + st.host + st.port + st.user))
+	lh, short := localHostNames()
 	x := &expander{vars: map[byte]string{
-		'C': hex.EncodeToString(sum[:]),
+		'C': connectionHash(lh, st.host, st.port, st.user),
 		'L': short,
 		'd': st.home,
 		'h': st.host,

@@ -404,18 +404,13 @@ func (st *settings) target(host, home, localU string, nExplicit int) (*Target, e
 		t.HostKeyAlias = v
 		x.vars['k'] = v
 	}
-	if lh, err := os.Hostname(); err == nil {
-		x.vars['l'] = lh
-		short, _, _ := strings.Cut(lh, ".")
-		x.vars['L'] = short
-	}
+	x.vars['l'], x.vars['L'] = localHostNames()
 	if st.proxy == "proxyjump" {
 		x.vars['j'] = st.single["proxyjump"]
 	} else {
 		x.vars['j'] = ""
 	}
-	sum := sha1.Sum([]byte(x.vars['l'] + t.HostName + x.vars['p'] + t.User))
-	x.vars['C'] = hex.EncodeToString(sum[:])
+	x.vars['C'] = connectionHash(x.vars['l'], t.HostName, x.vars['p'], t.User)
 
 	ids := st.multi["identityfile"]
 	if len(ids) == 0 {
@@ -874,4 +869,19 @@ func (t *Target) Env(environ []string) [][2]string {
 		out = append(out, [2]string{name, value})
 	}
 	return out
+}
+
+// localHostNames returns this machine's name and its first label, ssh's
+// %l and %L ("" when the name cannot be read).
+func localHostNames() (long, short string) {
+	long, _ = os.Hostname()
+	short, _, _ = strings.Cut(long, ".")
+	return long, short
+}
+
+// connectionHash is ssh's %C: the SHA-1, in hex, of the local host name,
+// the host name, the port and the remote user.
+func connectionHash(local, host, port, user string) string {
+	sum := sha1.Sum([]byte(local + host + port + user))
+	return hex.EncodeToString(sum[:])
 }
