@@ -429,6 +429,7 @@ var singleKeys = []string{
 	"hashknownhosts", "batchmode", "canonicalizehostname", "canonicaldomains",
 	"canonicalizemaxdots", "canonicalizefallbacklocal", "bindaddress",
 	"connectionattempts", "addressfamily", "setenv", "hostkeyalgorithms",
+	"controlmaster", "controlpath",
 }
 
 // multiKeys are the keywords whose values accumulate.

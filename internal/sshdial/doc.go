@@ -73,6 +73,13 @@
 //   - SendEnv (patterns, accumulating; "-PATTERN" removes) and SetEnv (the
 //     first line wins, and in it the first value of a name): Target.Env
 //     lists what to send, as ssh sends it; the caller sends it.
+//   - ControlPath (expanded like IdentityFile; none) and ControlMaster
+//     (yes/true, no/false, ask, auto, autoask): Target.ControlSocket is
+//     the socket through which ssh would first try an existing master
+//     (with no, auto and autoask); the caller uses it (remote does, with
+//     internal/sshmux) and connects directly when no master answers. This
+//     package never starts a master: with yes or ask, ssh would become
+//     one, and a Go client cannot serve other ssh processes.
 //   - For direct TCP connections: BindAddress (an IP address: the local
 //     address), AddressFamily (any, inet, inet6) and ConnectionAttempts
 //     (tries a second apart).
@@ -96,7 +103,7 @@
 // CanonicalizePermittedCNAMEs; CheckHostIP (ssh 9.2's default, no, is
 // what this package does); PubkeyAcceptedAlgorithms (x/crypto's defaults
 // are used); UpdateHostKeys; VerifyHostKeyDNS; KnownHostsCommand;
-// ControlMaster/ControlPath (no connection sharing); forwardings;
+// ControlPersist (no master is started); forwardings;
 // AddKeysToAgent; FIDO (sk-) keys and XMSS keys in files (they can still be
 // used through ssh-agent). File permission checks of configuration files
 // are not done.

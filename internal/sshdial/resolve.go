@@ -92,6 +92,13 @@ type Target struct {
 	HashKnownHosts bool
 	// BatchMode disables every prompt (passphrases, host keys).
 	BatchMode bool
+	// ControlPath is the socket of an OpenSSH ControlMaster for this
+	// destination (ssh's ControlPath, with ~, ${ENV} and tokens
+	// expanded); "" when none. See ControlSocket.
+	ControlPath string
+	// ControlMaster is ssh's ControlMaster: "no" (the default), "yes",
+	// "ask", "auto" or "autoask".
+	ControlMaster string
 
 	explicitIdentities int // how many leading IdentityFiles came from -i
 }
@@ -585,6 +592,26 @@ func (st *settings) target(host, home, localU string, nExplicit int) (*Target, e
 			}
 		}
 	}
+	t.ControlMaster = "no"
+	if v, ok := st.get("controlmaster"); ok {
+		switch v = strings.ToLower(v); v {
+		case "yes", "true":
+			t.ControlMaster = "yes"
+		case "no", "false":
+			t.ControlMaster = "no"
+		case "ask", "auto", "autoask":
+			t.ControlMaster = v
+		default:
+			return nil, bad("ControlMaster", v, errors.New("want yes, no, ask, auto or autoask"))
+		}
+	}
+	if v, ok := st.get("controlpath"); ok && !strings.EqualFold(v, "none") {
+		p, err := x.path(v)
+		if err != nil {
+			return nil, bad("ControlPath", v, err)
+		}
+		t.ControlPath = p
+	}
 	t.ServerAliveCountMax = 3
 	if v, ok := st.get("serveralivecountmax"); ok {
 		n, err := strconv.Atoi(v)
@@ -869,6 +896,19 @@ func (t *Target) Env(environ []string) [][2]string {
 		out = append(out, [2]string{name, value})
 	}
 	return out
+}
+
+// ControlSocket returns the ControlMaster socket through which ssh would
+// first try to run a session for t, as a client of a master already
+// running: ControlPath when ControlMaster is no, auto or autoask; "" when
+// there is no ControlPath, or when ControlMaster (yes or ask) would make
+// ssh a master itself, which a Go program cannot be for other ssh clients.
+func (t *Target) ControlSocket() string {
+	switch t.ControlMaster {
+	case "yes", "ask":
+		return ""
+	}
+	return t.ControlPath
 }
 
 // localHostNames returns this machine's name and its first label, ssh's

@@ -138,6 +138,12 @@ func TestResolveMatchesOpenSSH(t *testing.T) {
 		{"exec.conf", "ex-esc", Options{}},
 		{"exec.conf", "ex-alias", Options{}},
 		{"exec.conf", "ex-never", Options{}},
+		{"control.conf", "cm-auto", Options{}},
+		{"control.conf", "cm-tokens", Options{}},
+		{"control.conf", "cm-off", Options{}},
+		{"control.conf", "cm-no", Options{}},
+		{"control.conf", "other", Options{}},
+		{"control.conf", "cm-auto", Options{Options: []string{"ControlPath=none", "ControlMaster=ask"}}},
 		{"question.conf", "web", Options{}},
 		{"question.conf", "webx", Options{}},
 		{"question.conf", "db", Options{}},
@@ -252,6 +258,8 @@ func TestResolveMatchesOpenSSH(t *testing.T) {
 			check("SetEnv", got.SetEnv, want["setenv"])
 			check("ConnectionAttempts", strconv.Itoa(got.ConnectionAttempts), one("connectionattempts"))
 			check("AddressFamily", got.AddressFamily, one("addressfamily"))
+			check("ControlMaster", got.ControlMaster, strings.NewReplacer("true", "yes", "false", "no").Replace(one("controlmaster")))
+			check("ControlPath", got.ControlPath, fromPW(one("controlpath")))
 			if got.KexAlgorithms != nil {
 				check("KexAlgorithms", strings.Join(got.KexAlgorithms, ","), one("kexalgorithms"))
 			}
