@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,9 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/toworker/toworker/internal/sshdial"
+	"github.com/toworker/toworker/internal/sshmux"
 	"github.com/toworker/toworker/internal/wire"
 )
 
@@ -27,10 +25,9 @@ import (
 // it. Jobs share it; frames of many jobs interleave on it.
 type hostConn struct {
 	host   string
-	client *sshdial.Client
-	ch     ssh.Channel    // the session running the boss
+	target *sshdial.Target
+	tr     transport      // what the session runs over
 	stdin  io.WriteCloser // the session's stdin
-	exit   chan int       // the bootstrap's exit status, if it ended
 	w      *wire.Writer
 	r      *wire.Reader
 	agent  wire.Hello // the boss's hello; static after start
@@ -43,6 +40,13 @@ type hostConn struct {
 	closing bool
 
 	done chan struct{} // closed when the reader has stopped and cleaned up
+
+	// ended is closed when the session has ended; status (when statusOK)
+	// and sessionErr are set before.
+	ended      chan struct{}
+	status     int
+	statusOK   bool
+	sessionErr error
 
 	stopKillGuard func() bool // set by closeOnKill
 	// For keepalive: when the reader last got a frame (Unix nanoseconds),
@@ -80,17 +84,39 @@ func (o connectOptions) warnTo() io.Writer {
 	return os.Stderr
 }
 
-// dialHost connects to host, puts the agent in place and starts it.
+// dialHost connects to host, puts the agent in place and starts it. Where
+// the host's ssh_config names a ControlMaster socket (ControlPath) and a
+// master is running there, the session goes through it, as ssh's would;
+// otherwise, or when the master refuses the session, the connection is
+// the master's own.
 func dialHost(ctx context.Context, host string, o connectOptions, first *attempt, firstCall *wire.Call) (*hostConn, error) {
 	t, err := sshdial.ResolveContext(ctx, host, o.ssh)
 	if err != nil {
 		return nil, &FailureError{Host: host, Op: "connect", Err: err}
 	}
+	if path := t.ControlSocket(); path != "" {
+		c, err := startAgent(ctx, host, t, &muxTransport{path: path}, o, first, firstCall)
+		if err == nil {
+			return c, nil
+		}
+		var cm *controlMasterError
+		if !errors.As(err, &cm) || ctx.Err() != nil {
+			return nil, &FailureError{Host: host, Op: "bootstrap", Err: err}
+		}
+		if first != nil {
+			first.conn, first.id = nil, 0 // its call never ran: not sent yet
+		}
+		// No master there (ssh goes on without a word), or one that
+		// did not run the session (ssh says so, then goes on).
+		if !sshmux.NoMaster(err) {
+			fmt.Fprintf(o.warnTo(), "toworker: %s: %v; connecting directly\n", host, cm)
+		}
+	}
 	client, err := sshdial.Dial(ctx, t, o.ssh)
 	if err != nil {
 		return nil, &FailureError{Host: host, Op: "connect", Err: err}
 	}
-	c, err := startAgent(ctx, host, client, o, first, firstCall)
+	c, err := startAgent(ctx, host, t, sshTransport{client}, o, first, firstCall)
 	if err != nil {
 		client.Close()
 		return nil, &FailureError{Host: host, Op: "bootstrap", Err: err}
@@ -98,48 +124,37 @@ func dialHost(ctx context.Context, host string, o connectOptions, first *attempt
 	return c, nil
 }
 
-// startAgent runs the bootstrap on a connected client and completes the
-// handshake with the boss. When first is not nil its call is sent in the
-// same write as the preamble, before the agent has answered: on a cached
-// host the call costs no round trip of its own.
-func startAgent(ctx context.Context, host string, client *sshdial.Client, o connectOptions, first *attempt, firstCall *wire.Call) (*hostConn, error) {
-	cmd, err := o.agents.command(client.Target)
-	if err != nil {
-		return nil, err
-	}
-	// Bound the whole bootstrap by ctx. Closing the channel would only
-	// send sshd a close message: the channel's opening, a read, or a write
-	// waiting for window on a link gone silent waits for sshd's answer,
-	// which never comes. Closing the connection (this host's own) ends them
-	// at once.
-	stopWatch := context.AfterFunc(ctx, func() { client.Close() })
-	defer stopWatch()
-	ch, reqs, err := client.OpenChannel("session", nil)
-	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return nil, fmt.Errorf("open session: %w", err)
-	}
-	c := &hostConn{
-		host:    host,
-		client:  client,
-		ch:      ch,
-		stderr:  &tailBuffer{max: 8 << 10},
-		pending: make(map[uint32]*attempt),
-		done:    make(chan struct{}),
-		exit:    make(chan int, 1),
-	}
-	c.stdin = channelStdin{ch}
+// startAgent runs the bootstrap over tr and completes the handshake with
+// the boss. When first is not nil its call is sent in the same write as
+// the preamble, before the agent has answered: on a cached host the call
+// costs no round trip of its own. tr is closed when startAgent fails.
+func startAgent(ctx context.Context, host string, t *sshdial.Target, tr transport, o connectOptions, first *attempt, firstCall *wire.Call) (*hostConn, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			ch.Close()
+			tr.close()
 		}
 	}()
-	c.wg.Add(2)
-	go func() { defer c.wg.Done(); c.channelRequests(reqs) }()
-	go func() { defer c.wg.Done(); io.CopyBuffer(c.stderr, ch.Stderr(), make([]byte, 1024)) }()
+	cmd, err := o.agents.command(t)
+	if err != nil {
+		return nil, err
+	}
+	// Bound the whole bootstrap by ctx. Closing an SSH channel would only
+	// send sshd a close message: the channel's opening, a read, or a write
+	// waiting for window on a link gone silent waits for sshd's answer,
+	// which never comes. Closing the transport (this host's own) ends them
+	// at once.
+	stopWatch := context.AfterFunc(ctx, tr.close)
+	defer stopWatch()
+	c := &hostConn{
+		host:    host,
+		target:  t,
+		tr:      tr,
+		stderr:  &tailBuffer{max: 8 << 10},
+		pending: make(map[uint32]*attempt),
+		done:    make(chan struct{}),
+		ended:   make(chan struct{}),
+	}
 
 	helloFrame, err := wire.Marshal(&o.hello)
 	if err != nil {
@@ -159,41 +174,49 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	// The variables ssh would send (SendEnv, SetEnv), with the same
 	// request, in the same flight as the exec: the session's environment,
 	// which jobs inherit, is what ssh's would be where sshd accepts them.
-	for _, kv := range client.Target.Env(os.Environ()) {
-		if kv[0] == wire.EnvFrames {
-			continue
-		}
-		env := struct{ Name, Value string }{kv[0], kv[1]}
-		if _, err := ch.SendRequest("env", false, ssh.Marshal(&env)); err != nil {
-			return nil, fmt.Errorf("start agent: %w", err)
+	var env [][2]string
+	for _, kv := range t.Env(os.Environ()) {
+		if kv[0] != wire.EnvFrames {
+			env = append(env, kv)
 		}
 	}
 	// OpenSSH opens a session's window only once its command runs, so what
 	// the master writes on stdin leaves about one round trip after the
 	// exec. The same frames in an environment variable travel with the
 	// exec: where sshd accepts it (Debian's and Ubuntu's AcceptEnv LANG
-	// LC_*), the agent starts on them at once. Requests need no window and
-	// no reply; a refused variable is simply not set.
+	// LC_*), the agent starts on them at once.
 	if !o.agents.opts.StdinOnly && len(block) <= wire.MaxEnvFrames {
-		env := struct{ Name, Value string }{wire.EnvFrames, base64.StdEncoding.EncodeToString(block)}
-		if _, err := ch.SendRequest("env", false, ssh.Marshal(&env)); err != nil {
-			return nil, fmt.Errorf("start agent: %w", err)
+		env = append(env, [2]string{wire.EnvFrames, base64.StdEncoding.EncodeToString(block)})
+	}
+	s, err := tr.open(ctx, cmd, env)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("open session: %w", ctx.Err())
 		}
+		return nil, err
 	}
-	// exec without waiting for sshd's reply: sshd handles the request
-	// before the data, and a failed exec shows as the channel closing.
-	if _, err := ch.SendRequest("exec", false, ssh.Marshal(struct{ Command string }{cmd})); err != nil {
-		return nil, fmt.Errorf("start agent: %w", err)
-	}
+	c.stdin = s.stdin
+	c.wg.Add(2)
+	go func() {
+		defer c.wg.Done()
+		c.status, c.statusOK, c.sessionErr = s.wait()
+		close(c.ended)
+	}()
+	go func() { defer c.wg.Done(); io.CopyBuffer(c.stderr, s.stderr, make([]byte, 1024)) }()
+
 	preamble := fmt.Sprintf("%s %d %d\n", wire.MasterPreamble, wire.Version, len(block))
 	if _, err := c.stdin.Write(append([]byte(preamble), block...)); err != nil {
 		return nil, c.bootErr(ctx, "send preamble", err)
 	}
 	// Small buffers: an idle connection should cost little memory, and
 	// large frames bypass them anyway.
-	br := bufio.NewReaderSize(ch, 8<<10)
+	br := bufio.NewReaderSize(s.stdout, 8<<10)
 	if err := c.awaitAgent(ctx, br, o, append([]byte(preamble), block...)); err != nil {
-		return nil, libcHint(o.agents.explain(host, client.Target, c.stderr.String, err))
+		var cm *controlMasterError
+		if errors.As(err, &cm) {
+			return nil, err
+		}
+		return nil, libcHint(o.agents.explain(host, t, c.stderr.String, err))
 	}
 	c.r = wire.NewReader(br, wire.Limits{MaxMessage: o.maxMsg})
 	f, err := c.r.ReadMessage()
@@ -211,7 +234,7 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 	c.agent = *h
 	c.envStart = h.EnvFrames
 	c.stopWait = o.stopWait
-	o.agents.started(client.Target, h)
+	o.agents.started(t, h)
 	c.w = wire.NewWriterSize(c.stdin, 4<<10)
 	c.alivePoke()
 	if !stopWatch() {
@@ -225,28 +248,6 @@ func startAgent(ctx context.Context, host string, client *sshdial.Client, o conn
 		go c.keepalive(o.pingIntv)
 	}
 	return c, nil
-}
-
-// channelStdin is the session's stdin; closing it sends EOF.
-type channelStdin struct{ ch ssh.Channel }
-
-func (s channelStdin) Write(p []byte) (int, error) { return s.ch.Write(p) }
-func (s channelStdin) Close() error                { return s.ch.CloseWrite() }
-
-// channelRequests records the command's exit status and answers nothing
-// else.
-func (c *hostConn) channelRequests(reqs <-chan *ssh.Request) {
-	for req := range reqs {
-		if req.Type == "exit-status" && len(req.Payload) >= 4 {
-			select {
-			case c.exit <- int(binary.BigEndian.Uint32(req.Payload)):
-			default:
-			}
-		}
-		if req.WantReply {
-			req.Reply(false, nil)
-		}
-	}
 }
 
 // awaitAgent reads the text the bootstrap prints until the agent's marker,
@@ -363,21 +364,27 @@ func (c *hostConn) bootErr(ctx context.Context, step string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", step, ctx.Err())
 	}
-	if errors.Is(err, io.EOF) {
+	if errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) {
 		err = errors.New("the session ended before the agent started")
-		if ws, ok := c.waitStatus(); ok {
-			err = fmt.Errorf("the bootstrap exited with status %d", ws)
+		if st, ok, serr := c.waitEnded(); serr != nil {
+			return serr // a ControlMaster that did not run it
+		} else if ok {
+			err = fmt.Errorf("the bootstrap exited with status %d", st)
 		}
 	}
 	return fmt.Errorf("%s: %w%s", step, err, c.stderrNote())
 }
 
-func (c *hostConn) waitStatus() (int, bool) {
+// waitEnded waits a little for the session's end, and returns what
+// session.wait said of it.
+func (c *hostConn) waitEnded() (status int, ok bool, err error) {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
 	select {
-	case st := <-c.exit:
-		return st, true
-	case <-time.After(time.Second):
-		return 0, false
+	case <-c.ended:
+		return c.status, c.statusOK, c.sessionErr
+	case <-t.C:
+		return 0, false, nil
 	}
 }
 
@@ -431,8 +438,7 @@ func (c *hostConn) readLoop() {
 	pend := c.pending
 	c.pending = map[uint32]*attempt{}
 	c.mu.Unlock()
-	c.ch.Close()
-	c.client.Close()
+	c.tr.close()
 	for _, a := range pend {
 		a.fail(&FailureError{Host: c.host, Desc: a.run.job.Desc, Op: "run", Err: err})
 	}
@@ -672,7 +678,7 @@ func (c *hostConn) abort(err error) {
 		c.err = fmt.Errorf("connection lost: %w", err)
 	}
 	c.mu.Unlock()
-	c.client.Close()
+	c.tr.close()
 }
 
 // close says bye to the boss (which kills its workers and exits) and waits
@@ -694,7 +700,7 @@ func (c *hostConn) close() {
 			}
 			t.Stop()
 		}
-		c.client.Close()
+		c.tr.close()
 	}
 	c.wg.Wait()
 	if c.stopKillGuard != nil {

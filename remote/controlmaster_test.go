@@ -1,0 +1,322 @@
+package remote_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/toworker/toworker/internal/sshdtest"
+	"github.com/toworker/toworker/remote"
+)
+
+// controlMaster is an OpenSSH `ssh -M` of a test: a ControlMaster for one
+// host of a lab, listening on its socket.
+type controlMaster struct {
+	sock string
+	cmd  *exec.Cmd
+	args []string // ssh's arguments that reach the master: -F and -S
+	host string
+}
+
+// startControlMaster starts `ssh -M -N` for host with the lab's config, with
+// extra -o options, and waits until it answers on its socket. The test's
+// cleanup stops it by its pid.
+func startControlMaster(t *testing.T, l *sshdtest.Lab, host string, opts ...string) *controlMaster {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "cm.sock")
+	m := &controlMaster{sock: sock, host: host, args: []string{"-F", l.ConfigFile, "-S", sock}}
+	args := append([]string{}, m.args...)
+	args = append(args, "-M", "-N", "-o", "ControlPersist=no")
+	for _, o := range opts {
+		args = append(args, "-o", o)
+	}
+	m.cmd = exec.Command("ssh", append(args, host)...)
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stderr lockedBuf
+	m.cmd.Stderr = &stderr
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { m.cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for !m.check() {
+		select {
+		case <-exited:
+			t.Fatalf("ssh -M exited: %s", stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ssh -M did not answer on %s within 15s: %s", sock, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return m
+}
+
+// check reports whether the master answers `ssh -O check`.
+func (m *controlMaster) check() bool {
+	return exec.Command("ssh", append(append([]string{}, m.args...), "-O", "check", m.host)...).Run() == nil
+}
+
+// sshConnection is $SSH_CONNECTION of a command run through the master
+// (which names the TCP connection: the client's address and port).
+func (m *controlMaster) sshConnection(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("ssh", append(append([]string{}, m.args...), m.host, "echo $SSH_CONNECTION")...).Output()
+	if err != nil {
+		t.Fatalf("ssh through the master: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// writeNoLoginConfig writes an ssh_config for srv whose only identity is
+// a file that does not exist: a direct connection cannot log in, so a job
+// that runs went through a ControlMaster.
+func writeNoLoginConfig(t *testing.T, l *sshdtest.Lab, srv *sshdtest.Server, sock string) string {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "config")
+	text := fmt.Sprintf(`Host %s
+  HostName %s
+  Port %d
+  User %s
+  IdentityFile %s
+  IdentitiesOnly yes
+  IdentityAgent none
+  UserKnownHostsFile %s
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ControlMaster auto
+  ControlPath %s
+`, srv.Name, srv.Host, srv.Port, srv.User, filepath.Join(t.TempDir(), "no_such_key"), l.KnownHostsFile, sock)
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestControlMaster: with ssh_config's ControlPath naming the socket of a
+// running `ssh -M`, the agent runs in a session of that master's
+// connection, as ssh's commands would: no login of its own (the config
+// has no usable key), the same TCP connection as the master's (its
+// $SSH_CONNECTION), with the first frames in LC_TOWORKER when the master
+// sends LC_* (SendEnv) and on stdin when it does not. Closing the pool
+// leaves the master running.
+func TestControlMaster(t *testing.T) {
+	l := newBootLab(t)
+	srv, err := l.AddServer(sshdtest.Options{Name: "cm", ExtraConfig: []string{"AcceptEnv LC_*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		sendEnv   []string
+		envStarts int
+	}{
+		{"frames in LC_TOWORKER", []string{"SendEnv=LC_*"}, 1},
+		{"frames on stdin", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := startControlMaster(t, l.Lab, srv.Name, tc.sendEnv...)
+			cfg := writeNoLoginConfig(t, l.Lab, srv, m.sock)
+			var warn lockedBuf
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for round := range 2 { // a second pool: a new session on the same master
+				p, err := remote.NewPool(ctx, remote.PoolConfig{Hosts: []string{srv.Name}, MinWarm: -1,
+					SSH: remote.SSHOptions{ConfigFile: cfg, Warn: &warn}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := remote.CallOn(ctx, p, srv.Name, Getenv, "SSH_CONNECTION")
+				if err != nil {
+					p.Close()
+					t.Fatalf("round %d: %v", round, err)
+				}
+				if want := m.sshConnection(t); got != want {
+					t.Errorf("round %d: the agent's SSH_CONNECTION is %q, the master's %q: not the master's connection", round, got, want)
+				}
+				if st := p.Stats(); st.Total.EnvStarts != tc.envStarts || st.Total.Uploads > 1 {
+					t.Errorf("round %d: %d env starts (want %d), %d uploads", round, st.Total.EnvStarts, tc.envStarts, st.Total.Uploads)
+				}
+				if err := p.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if !m.check() {
+					t.Fatalf("round %d: the master stopped when the pool closed", round)
+				}
+			}
+			if w := warn.String(); w != "" {
+				t.Errorf("warnings: %s", w)
+			}
+
+			// The same config without the master's socket cannot log in:
+			// what passed above went through the master.
+			p, err := remote.NewPool(ctx, remote.PoolConfig{Hosts: []string{srv.Name}, MinWarm: -1,
+				SSH: remote.SSHOptions{ConfigFile: cfg, Warn: &warn, Options: []string{"ControlPath=none"}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			_, err = p.Submit(ctx, remote.Job{Host: srv.Name, Func: Noop.Name(), NoRetry: true}).Wait()
+			if err == nil || !strings.Contains(err.Error(), "Permission denied") {
+				t.Errorf("without the master: %v, want an authentication failure", err)
+			}
+		})
+	}
+}
+
+// TestControlMasterGone: a master that exits while a job runs fails the
+// job as a lost connection (retryable), at once; the next connection
+// finds no master and connects directly.
+func TestControlMasterGone(t *testing.T) {
+	l := newBootLab(t)
+	srv, err := l.AddServer(sshdtest.Options{Name: "cmgone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startControlMaster(t, l.Lab, srv.Name)
+	var warn lockedBuf
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := remote.NewPool(ctx, remote.PoolConfig{Hosts: []string{srv.Name}, MinWarm: -1,
+		SSH: remote.SSHOptions{ConfigFile: l.ConfigFile, Warn: &warn, Options: []string{"ControlPath=" + m.sock}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	viaMaster, err := remote.CallOn(ctx, p, srv.Name, Getenv, "SSH_CONNECTION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := m.sshConnection(t); viaMaster != want {
+		t.Fatalf("SSH_CONNECTION %q, the master's %q", viaMaster, want)
+	}
+	run := p.Submit(ctx, remote.Job{Host: srv.Name, Func: Sleep.Name(), Data: 30, NoRetry: true})
+	time.Sleep(300 * time.Millisecond) // the job is running
+	start := time.Now()
+	if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_, err = run.Wait()
+	var fe *remote.FailureError
+	if !errors.As(err, &fe) {
+		t.Fatalf("job on a master that exited: %v, want a *FailureError", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the failure took %v", took)
+	}
+	// ssh removes its socket as it exits; a later connection is direct.
+	direct, err := remote.CallOn(ctx, p, srv.Name, Getenv, "SSH_CONNECTION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if direct == viaMaster {
+		t.Errorf("SSH_CONNECTION after the master exited is still the master's: %q", direct)
+	}
+	if w := warn.String(); w != "" {
+		t.Errorf("warnings: %s", w)
+	}
+}
+
+// TestControlMasterUnusable: where ControlPath names no working master the
+// connection is made directly, as ssh makes it: silently for a missing or
+// stale socket; with a warning naming the socket for one that does not
+// speak the protocol, and for a master that refuses the session (here:
+// sshd's MaxSessions, which a master's sessions count against).
+func TestControlMasterUnusable(t *testing.T) {
+	l := newBootLab(t)
+	srv, err := l.AddServer(sshdtest.Options{Name: "cmbad", ExtraConfig: []string{"MaxSessions 1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+
+	mute := filepath.Join(dir, "mute.sock")
+	ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: mute, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // accepts, says something that is not the protocol's hello, hangs up
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("SSH-2.0-not-a-master\r\n"))
+			c.Close()
+		}
+	}()
+
+	// A master whose one session (MaxSessions 1) is taken.
+	m := startControlMaster(t, l.Lab, srv.Name)
+	hold := exec.Command("ssh", append(append([]string{}, m.args...), srv.Name, "echo up; exec sleep 60")...)
+	hold.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	up, err := hold.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-hold.Process.Pid, syscall.SIGKILL); hold.Wait() })
+	if line, err := bufio.NewReader(up).ReadString('\n'); line != "up\n" {
+		t.Fatalf("the session holding the master's one session did not start: %q, %v", line, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name, path string
+		warn       string // "" for none
+	}{
+		{"missing", filepath.Join(dir, "none.sock"), ""},
+		{"stale", stale, ""},
+		{"not a master", mute, "ControlMaster: control socket " + mute},
+		{"session refused", m.sock, "ControlMaster: control socket " + m.sock},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var warn lockedBuf
+			p, err := remote.NewPool(ctx, remote.PoolConfig{Hosts: []string{srv.Name}, MinWarm: -1,
+				SSH: remote.SSHOptions{ConfigFile: l.ConfigFile, Warn: &warn, Options: []string{"ControlPath=" + tc.path}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if _, err := remote.CallOn(ctx, p, srv.Name, Noop, struct{}{}); err != nil {
+				t.Fatal(err)
+			}
+			w := warn.String()
+			switch {
+			case tc.warn == "" && w != "":
+				t.Errorf("warned: %s", w)
+			case tc.warn != "" && (!strings.Contains(w, tc.warn) || !strings.Contains(w, "connecting directly")):
+				t.Errorf("warning %q, want one naming %q", w, tc.warn)
+			}
+			t.Logf("warning: %s", strings.TrimSpace(w))
+		})
+	}
+}
