@@ -480,11 +480,15 @@ func (e *env) warmSeq(f *Figure, pp params) {
 	}
 }
 
-// controlMaster starts an ssh ControlMaster to host; stop ends it (by its
-// pid's process group) and waits for it.
-func (e *env) controlMaster(host string) (sock string, stop func(), err error) {
+// controlMaster starts an ssh ControlMaster to host, with extra -o
+// options; stop ends it (by its pid's process group) and waits for it.
+func (e *env) controlMaster(host string, opts ...string) (sock string, stop func(), err error) {
 	sock = filepath.Join(e.dir, "cm-"+host)
-	cmd := command(e.ctx, "ssh", "-F", e.cfg, "-o", "ControlMaster=yes", "-o", "ControlPath="+sock, "-o", "ControlPersist=no", "-N", host)
+	args := []string{"-F", e.cfg, "-o", "ControlMaster=yes", "-o", "ControlPath=" + sock, "-o", "ControlPersist=no"}
+	for _, o := range opts {
+		args = append(args, "-o", o)
+	}
+	cmd := command(e.ctx, "ssh", append(args, "-N", host)...)
 	var errb tail
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
@@ -1111,6 +1115,8 @@ func (e *env) slowFigures(pp params) {
 		e.addTrace("toworker: new Pool without Hosts + first call, cached", e.relay.take(), shape, true, t0.Add(d))
 	}
 
+	e.slowMaster(pp, inRTT)
+
 	h1 := e.lab.Servers[0]
 	f = &Figure{ID: "slow_first", Section: "slow", Unit: "RTT",
 		Title: "First ever call, agent uploaded", Target: "reported"}
@@ -1158,6 +1164,34 @@ func (e *env) slowFigures(pp params) {
 		}
 	}
 	f.Variants = append(f.Variants, Variant{Name: "CallOn(noop)", Role: "toworker", Stat: summarize(s, false)})
+	e.add(f)
+}
+
+// slowMaster measures cold starts through an OpenSSH ControlMaster already
+// connected to slow1 (ssh's ControlPath), which sends LC_* as Debian's
+// /etc/ssh/ssh_config makes ssh send it.
+func (e *env) slowMaster(pp params, inRTT func(time.Duration, bool) float64) {
+	f := &Figure{ID: "slow_cold_master", Section: "slow", Unit: "RTT",
+		Title: "Cold through a ControlMaster already connected (ControlPath), agent cached", Target: "reported"}
+	sock, stop, err := e.controlMaster(slowHost, "SendEnv=LC_*")
+	if err != nil {
+		e.fail(f, "ssh -M", err)
+		e.add(f)
+		return
+	}
+	defer stop()
+	viaMaster := "ControlPath=" + sock
+	e.measure(f, pp.slowRounds, 2*pp.budget, false, variantFn{name: "`ssh -S SOCKET slow1 true`", role: "baseline", run: func() (float64, error) {
+		d, err := e.ssh("-S", sock, slowHost, "true")
+		return inRTT(d, false), err
+	}}, variantFn{name: "new Pool + CallOn(noop), ControlPath=SOCKET", role: "toworker", run: func() (float64, error) {
+		d, _, err := e.coldPoolCfg(slowHost, remote.PoolConfig{Hosts: []string{slowHost}, SSH: remote.SSHOptions{Options: []string{viaMaster}}})
+		return inRTT(d, false), err
+	}}, variantFn{name: "new process: `toworker run -o ControlPath=SOCKET -H slow1 -- true`", role: "reference", skip: e.twNote, run: func() (float64, error) {
+		d, err := e.cli(60*time.Second, "run", "-H", slowHost, "-F", e.cfg, "-o", viaMaster, "--", "true")
+		return inRTT(d, false), err
+	}})
+	f.addNote("No TCP handshake, key exchange or login: the master's connection is up. The master sends LC_* (SendEnv), so toworker's first call travels with the exec in LC_TOWORKER.")
 	e.add(f)
 }
 
