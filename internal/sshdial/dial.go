@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/toworker/toworker/internal/sshmux"
 )
 
 // maxJumpDepth bounds ProxyJump hosts that jump through themselves.
@@ -111,7 +113,7 @@ func dial(ctx context.Context, t *Target, o *Options, via *Client) (*Client, err
 		return nil, &DialError{Host: t.Alias, Addr: targetAddr(t), Err: err, ctxErr: err}
 	}
 	if via != nil || len(t.ProxyJump) == 0 {
-		return dialOne(ctx, t, o, via)
+		return dialOne(ctx, t, o, via, "")
 	}
 	if o.depth >= maxJumpDepth {
 		return nil, fmt.Errorf("sshdial: %s: too many nested ProxyJump hosts", t.Alias)
@@ -132,12 +134,15 @@ func dial(ctx context.Context, t *Target, o *Options, via *Client) (*Client, err
 		}
 		hops[i] = jumpHop{spec: spec, target: ht, opts: ho}
 	}
+	if c, ok, err := throughMaster(ctx, hops[len(hops)-1].target, t, o); ok {
+		return c, err
+	}
 	for attempt := 0; ; attempt++ {
 		j, err := acquireJump(ctx, hops)
 		if err != nil {
 			return nil, err
 		}
-		c, err := dialOne(ctx, t, o, j.c)
+		c, err := dialOne(ctx, t, o, j.c, "")
 		if err == nil {
 			c.jumps, c.jump = j.chain(), j
 			return c, nil
@@ -160,9 +165,42 @@ func targetAddr(t *Target) string {
 	return net.JoinHostPort(t.HostName, strconv.Itoa(t.Port))
 }
 
-// dialOne connects to t directly, over via, or through its ProxyCommand, and
+// throughMaster connects to t through the ControlMaster of hop, the jump
+// host before it, as ssh -J does when that jump host has a master running
+// (ssh -W then asks the master for the connection): no connection, key
+// exchange or login of its own to the jump host, whose login may need
+// what a Go client cannot do (a FIDO touch, a one-time password). ok is
+// false when no master answers there; the caller then connects through the
+// jump host itself, as ssh does (silently when there is no master, after a
+// warning when the socket does not work).
+func throughMaster(ctx context.Context, hop, t *Target, o *Options) (c *Client, ok bool, err error) {
+	sock := hop.ControlSocket()
+	if sock == "" {
+		return nil, false, nil
+	}
+	c, err = dialOne(ctx, t, o, nil, sock)
+	var unusable *masterUnusableError
+	if errors.As(err, &unusable) {
+		if !sshmux.NoMaster(unusable.err) {
+			fmt.Fprintf(o.warn(), "sshdial: jump host %s: ControlMaster: %v; connecting to it directly\n",
+				hop.Alias, strings.TrimPrefix(unusable.err.Error(), "sshmux: "))
+		}
+		return nil, false, nil
+	}
+	return c, true, err
+}
+
+// masterUnusableError is a jump host's ControlMaster socket that did not
+// answer as a master: nothing was asked of the jump host.
+type masterUnusableError struct{ err error }
+
+func (e *masterUnusableError) Error() string { return e.err.Error() }
+func (e *masterUnusableError) Unwrap() error { return e.err }
+
+// dialOne connects to t directly, over via, through the ControlMaster
+// listening at master (a jump host's), or through its ProxyCommand, and
 // runs the SSH handshake.
-func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, error) {
+func dialOne(ctx context.Context, t *Target, o *Options, via *Client, master string) (*Client, error) {
 	hctx := ctx
 	if t.ConnectTimeout > 0 {
 		var cancel context.CancelFunc
@@ -227,6 +265,15 @@ func dialOne(ctx context.Context, t *Target, o *Options, via *Client) (*Client, 
 				// Let errors.Is(err, syscall.ECONNREFUSED) work through a
 				// jump host too.
 				err = fmt.Errorf("%w (%w)", err, syscall.ECONNREFUSED)
+			}
+			return nil, dialErr(err)
+		}
+	case master != "":
+		conn, err = sshmux.Forward(hctx, master, t.HostName, t.Port)
+		if err != nil {
+			var refused *sshmux.RefusedError
+			if !errors.As(err, &refused) && hctx.Err() == nil {
+				return nil, &masterUnusableError{err}
 			}
 			return nil, dialErr(err)
 		}

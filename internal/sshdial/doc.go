@@ -77,9 +77,15 @@
 //     (yes/true, no/false, ask, auto, autoask): Target.ControlSocket is
 //     the socket through which ssh would first try an existing master
 //     (with no, auto and autoask); the caller uses it (remote does, with
-//     internal/sshmux) and connects directly when no master answers. This
-//     package never starts a master: with yes or ask, ssh would become
-//     one, and a Go client cannot serve other ssh processes.
+//     internal/sshmux) and connects directly when no master answers. A
+//     ProxyJump host's master is used by Dial itself: the connection to
+//     the host behind it is asked of the master (as ssh -J's ssh -W does),
+//     with no login of its own to the jump host; when none answers there,
+//     the jump host is connected to directly (a warning first when the
+//     socket is not a master's), and a forwarding the master refuses is an
+//     error, as for ssh. This package never starts a master: with yes or
+//     ask, ssh would become one, and a Go client cannot serve other ssh
+//     processes.
 //   - For direct TCP connections: BindAddress (an IP address: the local
 //     address), AddressFamily (any, inet, inet6) and ConnectionAttempts
 //     (tries a second apart).

@@ -127,6 +127,19 @@ func acquireJump(ctx context.Context, hops []jumpHop) (*sharedJump, error) {
 func (e *sharedJump) connect(ctx context.Context, hops []jumpHop) error {
 	defer close(e.ready)
 	n := len(hops)
+	h := hops[n-1]
+	if n > 1 {
+		// Through the previous hop's ControlMaster, when it has one.
+		if c, ok, err := throughMaster(ctx, hops[n-2].target, h.target, &h.opts); ok {
+			if err != nil {
+				err = fmt.Errorf("sshdial: jump host %s: %w", h.spec, err)
+				e.fail(err)
+				return err
+			}
+			e.publish(c)
+			return nil
+		}
+	}
 	var via *Client
 	if n > 1 {
 		prev, err := acquireJump(ctx, hops[:n-1])
@@ -136,7 +149,6 @@ func (e *sharedJump) connect(ctx context.Context, hops []jumpHop) error {
 		}
 		e.prev, via = prev, prev.c
 	}
-	h := hops[n-1]
 	c, err := dial(ctx, h.target, &h.opts, via)
 	if err != nil {
 		if e.prev != nil {
@@ -147,13 +159,18 @@ func (e *sharedJump) connect(ctx context.Context, hops []jumpHop) error {
 		e.fail(err)
 		return err
 	}
+	e.publish(c)
+	return nil
+}
+
+// publish makes c the hop's connection.
+func (e *sharedJump) publish(c *Client) {
 	e.c = c
 	// Owned by the connection: ends when it closes, whoever closes it.
 	go func() {
 		c.Client.Wait()
 		e.drop()
 	}()
-	return nil
 }
 
 // fail records err and takes e out of the pool.

@@ -7,11 +7,13 @@
 // It speaks version 4 of the protocol that OpenSSH's PROTOCOL.mux describes
 // and mux.c implements, in passenger mode only: Open sends a new-session
 // request and passes the master three pipes (the command's stdin, stdout and
-// stderr) over the control socket. There is no port forwarding, no stdio
-// forwarding (ssh -W), no proxy mode (ssh -O proxy), no master control
-// commands (check, exit, stop, cancel), no terminal, X11 or agent
+// stderr) over the control socket; Forward asks for a connection from the
+// master's host to another host and port, as ssh -W does through a master
+// (which ssh -J does for a jump host that has one), and passes two pipes.
+// There is no port forwarding, no proxy mode (ssh -O proxy), no master
+// control commands (check, exit, stop, cancel), no terminal, X11 or agent
 // forwarding, and no escape character. Unix systems only: elsewhere Open
-// fails.
+// and Forward fail.
 //
 // Open does not wait for the remote session to open: it returns once the
 // request and the pipes are sent, so that input written at once travels with

@@ -284,3 +284,45 @@ func TestMasterRefused(t *testing.T) {
 		t.Errorf("first session: Wait = %d, %v; want 0, nil", status, err)
 	}
 }
+
+// Forwardings (ssh -W) through a real ControlMaster: to the lab's other
+// sshd, whose version line comes back through it, and to a port where
+// nothing listens, which the master refuses.
+func TestMasterForward(t *testing.T) {
+	lab := sshdtest.NewLab(t, sshdtest.LabOptions{Hosts: 2})
+	sock := startMaster(t, lab, "h1")
+	h2 := lab.Server("h2")
+	c, err := Forward(openCtx(t), sock, h2.Host, h2.Port)
+	if err != nil {
+		t.Fatalf("Forward to h2: %v", err)
+	}
+	if _, err := io.WriteString(c, "SSH-2.0-sshmux_test\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if !strings.HasPrefix(line, "SSH-2.0-OpenSSH") {
+		t.Errorf("h2 through the master said %q (%v), want its version line", line, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nothing listens there now
+	_, err = Forward(openCtx(t), sock, "127.0.0.1", port)
+	var refused *RefusedError
+	if !errors.As(err, &refused) || refused.Path != sock {
+		t.Errorf("Forward to a closed port: %v, want a *RefusedError naming %s", err, sock)
+	}
+	if _, err := Forward(openCtx(t), sock, "127.0.0.1", 0); err == nil || !strings.Contains(err.Error(), "invalid port 0") {
+		t.Errorf("Forward to port 0: %v, want an error naming the port", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -28,6 +29,48 @@ func Open(ctx context.Context, path, cmd string, env []string) (*Session, error)
 	if err != nil {
 		return nil, fmt.Errorf("sshmux: control socket %s: %w", path, err)
 	}
+	return start(ctx, path, req, 3)
+}
+
+// Forward connects to the ControlMaster listening at path and asks it for
+// a connection from its host to host:port, as `ssh -W host:port` through a
+// master does (a direct-tcpip channel): what ProxyJump needs of a jump host
+// that has a master. It waits for the master's answer, a round trip to the
+// jump host, which makes the connection there; a refusal (the host is
+// unreachable from the jump host, or the jump host forbids forwarding) is a
+// *RefusedError. ctx bounds Forward only.
+//
+// When no master listens at path, the error satisfies NoMaster.
+func Forward(ctx context.Context, path, host string, port int) (net.Conn, error) {
+	req, err := newForwardRequest(host, port)
+	if err != nil {
+		return nil, fmt.Errorf("sshmux: control socket %s: %w", path, err)
+	}
+	s, err := start(ctx, path, req, 2)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-s.Opened():
+	case <-ctx.Done():
+		s.Close()
+		return nil, fmt.Errorf("sshmux: control socket %s: forwarding to %s: %w", path, net.JoinHostPort(host, strconv.Itoa(port)), ctx.Err())
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	if err := s.OpenErr(); err != nil {
+		s.Close()
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			refused.forward = addr
+		}
+		return nil, err
+	}
+	return &forwardConn{s: s, path: path, addr: addr}, nil
+}
+
+// start connects to path, sends the hello, req and the remote ends of
+// nfds pipes (stdin, stdout, then stderr), and reads the master's hello.
+func start(ctx context.Context, path string, req []byte, nfds int) (*Session, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("sshmux: control socket %s: %w", path, err)
 	}
@@ -48,7 +91,7 @@ func Open(ctx context.Context, path, cmd string, env []string) (*Session, error)
 			}
 		}
 	}
-	for i := range local {
+	for i := range nfds {
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll(&local)
@@ -73,7 +116,7 @@ func Open(ctx context.Context, path, cmd string, env []string) (*Session, error)
 	// The master reads exactly each message's length before it receives a
 	// descriptor, so everything can go at once; its hello, sent when it
 	// accepted the connection, is read afterwards.
-	werr := send(conn, req, &remote)
+	werr := send(conn, req, remote[:nfds])
 	closeAll(&remote) // the master has its copies: EOF works
 	br := bufio.NewReader(conn)
 	herr := readHello(br)
@@ -87,7 +130,7 @@ func Open(ctx context.Context, path, cmd string, env []string) (*Session, error)
 		// written: what it sent says more than the failed write.
 		err = herr
 	case werr != nil:
-		err = fmt.Errorf("sending the session request: %w", werr)
+		err = fmt.Errorf("sending the request: %w", werr)
 	}
 	if err == nil {
 		if err = conn.SetDeadline(time.Time{}); err != nil {
@@ -107,9 +150,9 @@ func Open(ctx context.Context, path, cmd string, env []string) (*Session, error)
 	return newSession(path, conn, br, local[0], local[1], local[2]), nil
 }
 
-// send writes the hello and the request, then passes the three descriptors
-// in fds, one per message of one byte, as ssh's mm_send_fd does.
-func send(conn *net.UnixConn, req []byte, fds *[3]*os.File) error {
+// send writes the hello and the request, then passes the descriptors in
+// fds, one per message of one byte, as ssh's mm_send_fd does.
+func send(conn *net.UnixConn, req []byte, fds []*os.File) error {
 	if _, err := conn.Write(append(hello(), req...)); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unicode"
 )
 
@@ -21,6 +22,7 @@ const (
 
 	msgHello            = 0x00000001
 	msgNewSession       = 0x10000002
+	msgNewStdioFwd      = 0x10000008
 	msgPermissionDenied = 0x80000002
 	msgFailure          = 0x80000003
 	msgExitMessage      = 0x80000004
@@ -61,12 +63,12 @@ type Session struct {
 
 // newSession returns a Session over conn, whose hello exchange is done and
 // to which the request and the remote ends of the pipes were sent, and
-// starts its reader of r, which reads conn.
+// starts its reader of r, which reads conn. stderr is nil for a
+// forwarding, which has none.
 func newSession(path string, conn net.Conn, r io.Reader, stdin, stdout, stderr *os.File) *Session {
 	s := &Session{
 		Stdin:  stdin,
 		Stdout: stdout,
-		Stderr: stderr,
 		path:   path,
 		conn:   conn,
 		stdin:  stdin,
@@ -74,6 +76,9 @@ func newSession(path string, conn net.Conn, r io.Reader, stdin, stdout, stderr *
 		stderr: stderr,
 		opened: make(chan struct{}),
 		done:   make(chan struct{}),
+	}
+	if stderr != nil {
+		s.Stderr = stderr
 	}
 	go s.read(r)
 	return s
@@ -123,6 +128,9 @@ func (s *Session) Close() error {
 		s.closing.Store(true)
 		var errs []error
 		for _, c := range []io.Closer{s.conn, s.stdin, s.stdout, s.stderr} {
+			if f, ok := c.(*os.File); ok && f == nil {
+				continue
+			}
 			if err := c.Close(); err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, net.ErrClosed) {
 				errs = append(errs, err)
 			}
@@ -194,6 +202,8 @@ type RefusedError struct {
 	Path   string // the control socket
 	Denied bool   // permission denied (MUX_S_PERMISSION_DENIED) rather than failure
 	Reason string // the master's reason, such as "Session open refused by peer"
+
+	forward string // the host:port of a refused forwarding
 }
 
 // Error describes the refusal, naming the control socket and the master's
@@ -202,6 +212,12 @@ func (e *RefusedError) Error() string {
 	what := "refused the session"
 	if e.Denied {
 		what = "denied permission for the session"
+	}
+	if e.forward != "" {
+		what = "refused the forwarding to " + e.forward
+		if e.Denied {
+			what = "denied permission for the forwarding to " + e.forward
+		}
 	}
 	return fmt.Sprintf("sshmux: control socket %s: master %s: %s", e.Path, what, printable(e.Reason))
 }
@@ -276,6 +292,54 @@ func newSessionRequest(cmd string, env []string) ([]byte, error) {
 	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
 	return b, nil
 }
+
+// newForwardRequest returns the MUX_C_NEW_STDIO_FWD message that ssh -W
+// host:port sends.
+func newForwardRequest(host string, port int) ([]byte, error) {
+	if host == "" || strings.IndexByte(host, 0) >= 0 || len(host) > 1024 {
+		return nil, fmt.Errorf("invalid host name %q to forward to", host)
+	}
+	if port < 1 || port > 65535 {
+		return nil, fmt.Errorf("invalid port %d to forward to", port)
+	}
+	b := make([]byte, 4, 4+4*4+2*4+len(host))
+	b = binary.BigEndian.AppendUint32(b, msgNewStdioFwd)
+	b = binary.BigEndian.AppendUint32(b, requestID)
+	b = appendString(b, "") // reserved
+	b = appendString(b, host)
+	b = binary.BigEndian.AppendUint32(b, uint32(port))
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	return b, nil
+}
+
+// forwardConn is a forwarding's two pipes as a net.Conn.
+type forwardConn struct {
+	s    *Session
+	path string
+	addr string
+}
+
+func (c *forwardConn) Read(p []byte) (int, error)  { return c.s.stdout.Read(p) }
+func (c *forwardConn) Write(p []byte) (int, error) { return c.s.stdin.Write(p) }
+
+// Close ends the forwarding.
+func (c *forwardConn) Close() error { return c.s.Close() }
+
+func (c *forwardConn) LocalAddr() net.Addr  { return muxAddr(c.path) }
+func (c *forwardConn) RemoteAddr() net.Addr { return muxAddr(c.addr) }
+
+func (c *forwardConn) SetDeadline(t time.Time) error {
+	return errors.Join(c.s.stdout.SetReadDeadline(t), c.s.stdin.SetWriteDeadline(t))
+}
+func (c *forwardConn) SetReadDeadline(t time.Time) error  { return c.s.stdout.SetReadDeadline(t) }
+func (c *forwardConn) SetWriteDeadline(t time.Time) error { return c.s.stdin.SetWriteDeadline(t) }
+
+// muxAddr is an address of a forwarding: the control socket's path, or the
+// host:port the master connects to.
+type muxAddr string
+
+func (a muxAddr) Network() string { return "ssh-mux" }
+func (a muxAddr) String() string  { return string(a) }
 
 func appendString(b []byte, s string) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
