@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -589,5 +590,28 @@ func TestNoMaster(t *testing.T) {
 		if NoMaster(err) {
 			t.Errorf("NoMaster(%v) = true", err)
 		}
+	}
+}
+
+// A socket of another user is not used: it could be anyone's, answering
+// for the host. Root's is (a master run by root for this user).
+func TestOtherUsersSocket(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give the socket to another user")
+	}
+	var accepted atomic.Int32
+	fm := startFake(t, func(t *testing.T, c *net.UnixConn) { accepted.Add(1) })
+	if err := os.Lchown(fm.path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(openCtx(t), fm.path, "true", nil)
+	if err == nil || !strings.Contains(err.Error(), "owned by uid 65534") || NoMaster(err) {
+		t.Errorf("Open of another user's socket: %v, want an error naming its owner", err)
+	}
+	if _, err := Forward(openCtx(t), fm.path, "127.0.0.1", 22); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Errorf("Forward through another user's socket: %v, want an error naming its owner", err)
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Errorf("the socket was connected to %d times", n)
 	}
 }

@@ -74,6 +74,15 @@ func start(ctx context.Context, path string, req []byte, nfds int) (*Session, er
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("sshmux: control socket %s: %w", path, err)
 	}
+	// The master checks that its clients are its user's; ssh does not
+	// check the master. A socket of another user (where a ControlPath is
+	// in a shared directory) could be anyone's, listening to what is
+	// sent to the host and answering for it: not used.
+	if fi, err := os.Stat(path); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() && st.Uid != 0 {
+			return nil, fmt.Errorf("sshmux: control socket %s: owned by uid %d, not by this user (uid %d) or root: not used", path, st.Uid, os.Getuid())
+		}
+	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
