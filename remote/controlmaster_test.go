@@ -153,9 +153,15 @@ func TestControlMaster(t *testing.T) {
 				if st := p.Stats(); st.Total.EnvStarts != tc.envStarts || st.Total.Uploads > 1 {
 					t.Errorf("round %d: %d env starts (want %d), %d uploads", round, st.Total.EnvStarts, tc.envStarts, st.Total.Uploads)
 				}
+				pids, err := remote.CallOn(ctx, p, srv.Name, Pids, struct{}{})
+				if err != nil {
+					t.Fatal(err)
+				}
 				if err := p.Close(); err != nil {
 					t.Fatal(err)
 				}
+				// The session's end stops the agent: its boss and worker.
+				waitAllGone(t, "the agent after the pool closed", pids[:], nil, 10*time.Second)
 				if !m.check() {
 					t.Fatalf("round %d: the master stopped when the pool closed", round)
 				}
