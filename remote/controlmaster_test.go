@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,69 +17,14 @@ import (
 	"github.com/toworker/toworker/remote"
 )
 
-// controlMaster is an OpenSSH `ssh -M` of a test: a ControlMaster for one
-// host of a lab, listening on its socket.
-type controlMaster struct {
-	sock string
-	cmd  *exec.Cmd
-	args []string // ssh's arguments that reach the master: -F and -S
-	host string
-}
-
-// startControlMaster starts `ssh -M -N` for host with the lab's config, with
-// extra -o options, and waits until it answers on its socket. The test's
-// cleanup stops it by its pid.
-func startControlMaster(t *testing.T, l *sshdtest.Lab, host string, opts ...string) *controlMaster {
+// sshConnection is $SSH_CONNECTION of a command run through m.
+func sshConnection(t *testing.T, m *sshdtest.ControlMaster) string {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "cm.sock")
-	m := &controlMaster{sock: sock, host: host, args: []string{"-F", l.ConfigFile, "-S", sock}}
-	args := append([]string{}, m.args...)
-	args = append(args, "-M", "-N", "-o", "ControlPersist=no")
-	for _, o := range opts {
-		args = append(args, "-o", o)
-	}
-	m.cmd = exec.Command("ssh", append(args, host)...)
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var stderr lockedBuf
-	m.cmd.Stderr = &stderr
-	if err := m.cmd.Start(); err != nil {
+	c, err := m.SSHConnection()
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { m.cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for !m.check() {
-		select {
-		case <-exited:
-			t.Fatalf("ssh -M exited: %s", stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssh -M did not answer on %s within 15s: %s", sock, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return m
-}
-
-// check reports whether the master answers `ssh -O check`.
-func (m *controlMaster) check() bool {
-	return exec.Command("ssh", append(append([]string{}, m.args...), "-O", "check", m.host)...).Run() == nil
-}
-
-// sshConnection is $SSH_CONNECTION of a command run through the master
-// (which names the TCP connection: the client's address and port).
-func (m *controlMaster) sshConnection(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("ssh", append(append([]string{}, m.args...), m.host, "echo $SSH_CONNECTION")...).Output()
-	if err != nil {
-		t.Fatalf("ssh through the master: %v", err)
-	}
-	return strings.TrimSpace(string(out))
+	return c
 }
 
 // writeNoLoginConfig writes an ssh_config for srv whose only identity is
@@ -131,8 +75,8 @@ func TestControlMaster(t *testing.T) {
 		{"frames on stdin", nil, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := startControlMaster(t, l.Lab, srv.Name, tc.sendEnv...)
-			cfg := writeNoLoginConfig(t, l.Lab, srv, m.sock)
+			m := l.StartControlMaster(t, srv.Name, tc.sendEnv...)
+			cfg := writeNoLoginConfig(t, l.Lab, srv, m.Socket)
 			var warn lockedBuf
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -147,7 +91,7 @@ func TestControlMaster(t *testing.T) {
 					p.Close()
 					t.Fatalf("round %d: %v", round, err)
 				}
-				if want := m.sshConnection(t); got != want {
+				if want := sshConnection(t, m); got != want {
 					t.Errorf("round %d: the agent's SSH_CONNECTION is %q, the master's %q: not the master's connection", round, got, want)
 				}
 				if st := p.Stats(); st.Total.EnvStarts != tc.envStarts || st.Total.Uploads > 1 {
@@ -162,7 +106,7 @@ func TestControlMaster(t *testing.T) {
 				}
 				// The session's end stops the agent: its boss and worker.
 				waitAllGone(t, "the agent after the pool closed", pids[:], nil, 10*time.Second)
-				if !m.check() {
+				if !m.Check() {
 					t.Fatalf("round %d: the master stopped when the pool closed", round)
 				}
 			}
@@ -195,12 +139,12 @@ func TestControlMasterGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := startControlMaster(t, l.Lab, srv.Name)
+	m := l.StartControlMaster(t, srv.Name)
 	var warn lockedBuf
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	p, err := remote.NewPool(ctx, remote.PoolConfig{Hosts: []string{srv.Name}, MinWarm: -1,
-		SSH: remote.SSHOptions{ConfigFile: l.ConfigFile, Warn: &warn, Options: []string{"ControlPath=" + m.sock}}})
+		SSH: remote.SSHOptions{ConfigFile: l.ConfigFile, Warn: &warn, Options: []string{"ControlPath=" + m.Socket}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,15 +153,13 @@ func TestControlMasterGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := m.sshConnection(t); viaMaster != want {
+	if want := sshConnection(t, m); viaMaster != want {
 		t.Fatalf("SSH_CONNECTION %q, the master's %q", viaMaster, want)
 	}
 	run := p.Submit(ctx, remote.Job{Host: srv.Name, Func: Sleep.Name(), Data: 30, NoRetry: true})
 	time.Sleep(300 * time.Millisecond) // the job is running
 	start := time.Now()
-	if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	m.Stop() // SIGTERM, as a user's exit would
 	_, err = run.Wait()
 	var fe *remote.FailureError
 	if !errors.As(err, &fe) {
@@ -278,8 +220,8 @@ func TestControlMasterUnusable(t *testing.T) {
 	}()
 
 	// A master whose one session (MaxSessions 1) is taken.
-	m := startControlMaster(t, l.Lab, srv.Name)
-	hold := exec.Command("ssh", append(append([]string{}, m.args...), srv.Name, "echo up; exec sleep 60")...)
+	m := l.StartControlMaster(t, srv.Name)
+	hold := m.Command("echo up; exec sleep 60")
 	hold.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	up, err := hold.StdoutPipe()
 	if err != nil {
@@ -302,7 +244,7 @@ func TestControlMasterUnusable(t *testing.T) {
 		{"missing", filepath.Join(dir, "none.sock"), ""},
 		{"stale", stale, ""},
 		{"not a master", mute, "ControlMaster: control socket " + mute},
-		{"session refused", m.sock, "ControlMaster: control socket " + m.sock},
+		{"session refused", m.Socket, "ControlMaster: control socket " + m.Socket},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var warn lockedBuf

@@ -7,47 +7,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/toworker/toworker/internal/sshdtest"
 	"github.com/toworker/toworker/internal/sshmux"
 )
-
-// startMaster starts OpenSSH's `ssh -M -N` to host with the lab's own
-// config and returns its control socket once it answers; the test's
-// cleanup stops it by its pid.
-func startMaster(t *testing.T, lab *sshdtest.Lab, host string) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "cm")
-	cmd := exec.Command("ssh", append(lab.SSHArgs(), "-M", "-S", sock, "-o", "ControlPersist=no", "-N", host)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var errb syncBuffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
-	deadline := time.Now().Add(15 * time.Second)
-	for exec.Command("ssh", append(lab.SSHArgs(), "-S", sock, "-O", "check", host)...).Run() != nil {
-		select {
-		case <-exited:
-			t.Fatalf("ssh -M exited: %s", errb.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssh -M did not answer within 15 s: %s", errb.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return sock
-}
 
 // TestJumpThroughControlMaster: a ProxyJump host with a ControlMaster
 // running (its ControlPath) is not logged in to again: the connection to
@@ -60,7 +26,7 @@ func startMaster(t *testing.T, lab *sshdtest.Lab, host string) string {
 func TestJumpThroughControlMaster(t *testing.T) {
 	testEnv(t)
 	lab := sshdtest.NewLab(t, sshdtest.LabOptions{Hosts: 3})
-	sock := startMaster(t, lab, "h1")
+	sock := lab.StartControlMaster(t, "h1").Socket
 	h1 := lab.Server("h1")
 
 	dir := t.TempDir()

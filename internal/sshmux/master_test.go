@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,62 +25,10 @@ import (
 
 // startMaster starts OpenSSH's ssh as a ControlMaster to the lab's host and
 // returns its control socket once it listens. The master forwards
-// LC_TOWORKER_TEST (SendEnv). The test's cleanup stops it by its PID.
+// LC_TOWORKER_TEST (SendEnv).
 func startMaster(t *testing.T, lab *sshdtest.Lab, host string) string {
 	t.Helper()
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "cm")
-	logFile := filepath.Join(dir, "master.log")
-	log, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := append(lab.SSHArgs(),
-		"-o", "ControlMaster=yes", "-o", "ControlPath="+sock, "-o", "ControlPersist=no",
-		"-o", "SendEnv=LC_TOWORKER_TEST", "-N", host)
-	cmd := exec.Command("ssh", args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		log.Close()
-	})
-	masterLog := func() string {
-		b, _ := os.ReadFile(logFile)
-		return strings.TrimSpace(string(b))
-	}
-
-	// The master creates its socket once logged in.
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for {
-		if fi, err := os.Stat(sock); err == nil && fi.Mode().Type() == fs.ModeSocket {
-			return sock
-		}
-		select {
-		case <-exited:
-			t.Fatalf("ControlMaster exited: %v: %s", cmd.ProcessState, masterLog())
-		case <-deadline:
-			t.Fatalf("ControlMaster socket did not appear within 10 s: %s", masterLog())
-		case <-tick.C:
-		}
-	}
+	return lab.StartControlMaster(t, host, "SendEnv=LC_TOWORKER_TEST").Socket
 }
 
 // run opens a session running cmd, writes stdin to it and closes its
