@@ -194,16 +194,10 @@ func TestControlMasterUnusable(t *testing.T) {
 	}
 	dir := t.TempDir()
 
-	stale := filepath.Join(dir, "stale.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.SetUnlinkOnClose(false)
-	ln.Close()
+	stale := sshdtest.StaleSocket(t)
 
 	mute := filepath.Join(dir, "mute.sock")
-	ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: mute, Net: "unix"})
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: mute, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,13 +30,7 @@ func TestJumpThroughControlMaster(t *testing.T) {
 	h1 := lab.Server("h1")
 
 	dir := t.TempDir()
-	stale := filepath.Join(dir, "stale")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.SetUnlinkOnClose(false)
-	ln.Close()
+	stale := sshdtest.StaleSocket(t)
 	closedPort := func() int {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

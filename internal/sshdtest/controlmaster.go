@@ -3,6 +3,7 @@ package sshdtest
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -117,4 +118,19 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// StaleSocket returns the path of a unix socket nothing listens on any
+// more, as a master killed by SIGKILL leaves its ControlPath: connecting to
+// it is refused.
+func StaleSocket(tb testing.TB) string {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "stale")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		tb.Fatalf("sshdtest: %v", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	return path
 }

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/toworker/toworker/internal/sshdtest"
 )
 
 // fakeMaster is a unix socket on which the test plays the master's part.
@@ -547,13 +549,7 @@ func TestOpenBadRequest(t *testing.T) {
 // errors (which ssh reports).
 func TestNoMaster(t *testing.T) {
 	dir := t.TempDir()
-	stale := filepath.Join(dir, "stale")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.SetUnlinkOnClose(false)
-	ln.Close()
+	stale := sshdtest.StaleSocket(t)
 	if _, err := os.Stat(stale); err != nil {
 		t.Fatalf("stale socket: %v", err)
 	}
