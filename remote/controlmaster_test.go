@@ -156,8 +156,16 @@ func TestControlMasterGone(t *testing.T) {
 	if want := sshConnection(t, m); viaMaster != want {
 		t.Fatalf("SSH_CONNECTION %q, the master's %q", viaMaster, want)
 	}
-	run := p.Submit(ctx, remote.Job{Host: srv.Name, Func: Sleep.Name(), Data: 30, NoRetry: true})
-	time.Sleep(300 * time.Millisecond) // the job is running
+	running := make(chan string, 1)
+	run := p.Submit(ctx, remote.Job{Host: srv.Name, Func: Sleep.Name(), Data: 30, NoRetry: true,
+		OnOutput: func(l string) { running <- l }})
+	var pids []int
+	select {
+	case l := <-running:
+		pids = parsePids(t, l) // the worker and its sleep
+	case <-ctx.Done():
+		t.Fatal("the job did not start")
+	}
 	start := time.Now()
 	m.Stop() // SIGTERM, as a user's exit would
 	_, err = run.Wait()
@@ -168,6 +176,8 @@ func TestControlMasterGone(t *testing.T) {
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("the failure took %v", took)
 	}
+	// The session's end stops the agent, which kills the job's processes.
+	waitAllGone(t, "the job after its master exited", pids, nil, 10*time.Second)
 	// ssh removes its socket as it exits; a later connection is direct.
 	direct, err := remote.CallOn(ctx, p, srv.Name, Getenv, "SSH_CONNECTION")
 	if err != nil {
