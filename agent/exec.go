@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,10 @@ type ExecIn struct {
 	// job's directory (Job.Chdir, or /). The job's directory is kept when
 	// $HOME is unset or is not a directory, as `cd; COMMAND` would.
 	InHome bool `cbor:"4,keyasint,omitempty"`
+	// Stdin is the command's standard input; without it the command reads
+	// an empty input (/dev/null), as under pdsh. The command need not read
+	// it all: what it leaves is dropped when it exits.
+	Stdin []byte `cbor:"5,keyasint,omitempty"`
 }
 
 // ExecOut is the output of the built-in Exec function.
@@ -86,6 +91,9 @@ func execCommand(ctx context.Context, argv []string, in ExecIn, direct bool) *ex
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stderr
+	if len(in.Stdin) > 0 {
+		cmd.Stdin = bytes.NewReader(in.Stdin)
+	}
 	if j, ok := jobctx.From(ctx); ok {
 		if jio, ok := j.(inlineIO); ok {
 			cmd.Dir = jio.inlineDir()

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -187,8 +188,13 @@ func (c *command) help(env *cliEnv, w io.Writer) {
 
 type runOpts struct {
 	jobFlags
-	env strList
+	env   strList
+	stdin bool
 }
+
+// maxStdin bounds what run --stdin reads: it is sent to every host, and
+// held once for each host at work (--fanout).
+const maxStdin = 64 << 20
 
 var runCommand = &command{
 	name:  "run",
@@ -201,18 +207,22 @@ a program, like "uptime", is run directly, as sh would). Flags end at the first 
 command (or at --). Output lines arrive as "host: line", stdout on stdout and
 stderr on stderr; the exit status, signal or timeout of each host is in the
 summary on stderr. The command runs in the login directory unless -C is given,
-with no stdin.`,
+with no stdin; with --stdin, this command's stdin is read to its end first
+(at most 64 MiB) and every host's command gets all of it, as under clush or
+pssh -I.`,
 	examples: `  %[1]s run -H 'web[1-4],db1' -- uname -a
   %[1]s run -H web1 -H web2 -C /srv --timeout 30s -- 'ls | wc -l'
   %[1]s run -f hosts.txt -x web3 -b -- cat /etc/os-release
   %[1]s run -H 'web[01-40]' --batch 10 --max-fail 2 --failed-file failed.txt -- systemctl restart app
   %[1]s run -f failed.txt -- systemctl restart app        # retry exactly the hosts that failed
   %[1]s run -H 'db[1-3]' --json -- df -h / | jq -c 'select(.status? != null)'
+  %[1]s run -H 'web[1-4]' --stdin -- bash -s < deploy.sh   # a local script, run on each host
 `,
 	flags: func(fs *flagSet) any {
 		o := &runOpts{}
 		o.jobFlags.register(fs, true)
 		fs.list(&o.env, "KEY=VALUE", "set an environment variable for the command (repeatable)", "e", "env")
+		fs.boolean(&o.stdin, "read stdin to its end (at most 64 MiB) and give it to the command on every host", "stdin")
 		return o
 	},
 }
@@ -234,6 +244,19 @@ func init() {
 			}
 		}
 		t := &runTask{command: shellJoin(words), env: o.env, chdir: o.chdir}
+		if o.stdin {
+			if slices.Contains(o.hosts, "-") {
+				return ExitUsage, usagef("--stdin and -H - both read stdin")
+			}
+			b, err := io.ReadAll(io.LimitReader(env.stdin, maxStdin+1))
+			if err != nil {
+				return ExitUsage, usagef("--stdin: %v", err)
+			}
+			if len(b) > maxStdin {
+				return ExitUsage, usagef("--stdin: more than %d MiB on stdin; copy it to the hosts with put, then run", maxStdin>>20)
+			}
+			t.stdin = b
+		}
 		return runJobs(ctx, env, "run", &o.jobFlags, nil, func(*sink) (task, error) { return t, nil })
 	}
 }

@@ -15,6 +15,7 @@ type runTask struct {
 	command string
 	env     []string
 	chdir   string
+	stdin   []byte // --stdin: every host's command reads it
 }
 
 func (t *runTask) job(host string) remote.Job {
@@ -24,7 +25,7 @@ func (t *runTask) job(host string) remote.Job {
 		Func:  agent.Exec.Name(),
 		Desc:  "run",
 		Chdir: t.chdir,
-		Data:  agent.ExecIn{Command: t.command, Env: t.env, InHome: t.chdir == ""},
+		Data:  agent.ExecIn{Command: t.command, Env: t.env, InHome: t.chdir == "", Stdin: t.stdin},
 	}
 }
 

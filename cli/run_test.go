@@ -3,11 +3,14 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -527,5 +530,55 @@ func TestRunBecome(t *testing.T) {
 	r := cli(t, "run", "--become", "twbecome", "-H", "h1", "--", "id -un")
 	if r.code != ExitOK || !has(r.stdout, "h1: twbecome") {
 		t.Fatalf("--become: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// readWatcher is a stdin that records whether anything read it.
+type readWatcher struct{ read atomic.Bool }
+
+func (r *readWatcher) Read(p []byte) (int, error) {
+	r.read.Store(true)
+	return 0, io.EOF
+}
+
+// zeros is an endless stdin of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// run --stdin reads stdin once and gives all of it to the command on every
+// host (a local script run with sh -s, as with clush or pssh -I); a command
+// that reads none of it still succeeds. Without --stdin, stdin is not read
+// and commands get an empty input, as under pdsh.
+func TestRunStdin(t *testing.T) {
+	in := "echo from-script $((1+2))\necho second line\n"
+	r := cliCtx(t, context.Background(), strings.NewReader(in), "run", "--stdin", "-H", "h[1-3]", "--", "sh", "-s")
+	want := []string{"h1: from-script 3", "h1: second line", "h2: from-script 3", "h2: second line", "h3: from-script 3", "h3: second line"}
+	if got := sortedLines(r.stdout); r.code != ExitOK || !slices.Equal(got, want) {
+		t.Errorf("--stdin -- sh -s: exit %d, stdout %q, want %q; stderr:\n%s", r.code, got, want, r.stderr)
+	}
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+	r = cliCtx(t, context.Background(), strings.NewReader(big), "run", "--stdin", "-H", "h1", "--", "wc -c; true")
+	if r.code != ExitOK || strings.TrimSpace(strings.TrimPrefix(r.stdout, "h1: ")) != strconv.Itoa(len(big)) {
+		t.Errorf("--stdin of 1 MiB: exit %d, stdout %q", r.code, r.stdout)
+	}
+	r = cliCtx(t, context.Background(), strings.NewReader(big), "run", "--stdin", "-H", "h[1-2]", "--", "echo not reading")
+	if r.code != ExitOK || len(lines(r.stdout)) != 2 {
+		t.Errorf("--stdin to a command that does not read it: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	var w readWatcher
+	r = cliCtx(t, context.Background(), &w, "run", "-H", "h1", "--", "cat; echo end")
+	if r.code != ExitOK || r.stdout != "h1: end\n" || w.read.Load() {
+		t.Errorf("without --stdin: exit %d, stdout %q, stdin read: %v", r.code, r.stdout, w.read.Load())
+	}
+
+	r = cliCtx(t, context.Background(), strings.NewReader("h1\n"), "run", "--stdin", "-H", "-", "--", "cat")
+	if r.code != ExitUsage || !strings.Contains(r.stderr, "--stdin and -H - both read stdin") {
+		t.Errorf("--stdin with -H -: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = cliCtx(t, context.Background(), io.LimitReader(zeros{}, maxStdin+1), "run", "--stdin", "-H", "h1", "--", "cat")
+	if r.code != ExitUsage || !strings.Contains(r.stderr, "more than 64 MiB") {
+		t.Errorf("--stdin of more than 64 MiB: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
