@@ -25,7 +25,6 @@ import (
 // it. Jobs share it; frames of many jobs interleave on it.
 type hostConn struct {
 	host   string
-	target *sshdial.Target
 	tr     transport      // what the session runs over
 	stdin  io.WriteCloser // the session's stdin
 	w      *wire.Writer
@@ -148,7 +147,6 @@ func startAgent(ctx context.Context, host string, t *sshdial.Target, tr transpor
 	defer stopWatch()
 	c := &hostConn{
 		host:    host,
-		target:  t,
 		tr:      tr,
 		stderr:  &tailBuffer{max: 8 << 10},
 		pending: make(map[uint32]*attempt),
