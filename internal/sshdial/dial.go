@@ -97,7 +97,9 @@ func (c *Client) Close() error {
 // TCP_NODELAY. With t.ProxyJump, each hop is resolved through the
 // configuration (Options.ConfigFile, HomeDir, Warn and Stdin carry over;
 // the hop's own user and port come from the hop spec) and the next
-// connection is made over it; with t.ProxyCommand, the command's stdin and
+// connection is made over it, or, when the hop has an OpenSSH ControlMaster
+// running (its ControlSocket), asked of that master as ssh -W would ask it,
+// with no login of Dial's own to the hop; with t.ProxyCommand, the command's stdin and
 // stdout are the connection. With t.ServerAliveInterval, keepalive requests
 // are sent and the client is closed after ServerAliveCountMax missed
 // replies.
