@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -27,6 +28,9 @@ type AuthError struct {
 	// "/home/u/.ssh/id_ed25519 ED25519 SHA256:..." or
 	// "agent ED25519 SHA256:...".
 	Tried []string
+	// Skipped describes, in the same way, the keys not offered because
+	// none of their signature algorithms is in PubkeyAcceptedAlgorithms.
+	Skipped []string
 	// Err is the error of golang.org/x/crypto/ssh.
 	Err error
 }
@@ -37,6 +41,9 @@ func (e *AuthError) Error() string {
 	tried := "no keys were available"
 	if len(e.Tried) > 0 {
 		tried = "tried " + strings.Join(e.Tried, ", ")
+	}
+	if len(e.Skipped) > 0 {
+		tried += "; not in PubkeyAcceptedAlgorithms: " + strings.Join(e.Skipped, ", ")
 	}
 	return fmt.Sprintf("%s@%s: Permission denied (publickey); %s", e.User, e.Host, tried)
 }
@@ -88,6 +95,7 @@ type identity struct {
 // authState builds and tracks the keys of one connection attempt.
 type authState struct {
 	ids       []identity
+	skipped   []string // keys PubkeyAcceptedAlgorithms leaves out
 	agentConn net.Conn
 	started   bool // the server asked for keys (the handshake got to auth)
 
@@ -244,13 +252,22 @@ func buildAuth(t *Target, o *Options) (*authState, error) {
 	}
 
 	seen := map[string]bool{}
+	accepted := t.PubkeyAcceptedAlgorithms
+	if accepted == nil {
+		accepted = defaultPubkeyAlgos
+	}
 	add := func(s ssh.Signer, prefix string) {
 		k := string(s.PublicKey().Marshal())
 		if seen[k] {
 			return
 		}
 		seen[k] = true
-		a.ids = append(a.ids, identity{signer: s, desc: describe(prefix, s.PublicKey())})
+		desc := describe(prefix, s.PublicKey())
+		if s = acceptedSigner(s, accepted); s == nil {
+			a.skipped = append(a.skipped, desc)
+			return
+		}
+		a.ids = append(a.ids, identity{signer: s, desc: desc})
 	}
 	addWithCerts := func(s ssh.Signer, prefix string) {
 		for _, c := range certs {
@@ -347,6 +364,66 @@ func agentSocket(t *Target) string {
 		return os.Getenv("SSH_AUTH_SOCK")
 	}
 	return t.IdentityAgent
+}
+
+// acceptedSigner returns s restricted to the signature algorithms that
+// accepted (ssh's PubkeyAcceptedAlgorithms) allows for its key, or nil when
+// it allows none: ssh then does not offer the key. For a certificate the
+// names checked are the certificate's (rsa-sha2-512-cert-v01@openssh.com),
+// and the restriction is on the algorithms of the key inside.
+func acceptedSigner(s ssh.Signer, accepted []string) ssh.Signer {
+	pub := s.PublicKey()
+	keyType := pub.Type()
+	cert, isCert := pub.(*ssh.Certificate)
+	if isCert {
+		keyType = cert.Key.Type()
+	}
+	algos := []string{keyType}
+	if keyType == ssh.KeyAlgoRSA {
+		algos = []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
+	}
+	var keep []string
+	for _, algo := range algos {
+		name := algo
+		if isCert {
+			name = certAlgo[algo]
+		}
+		if name != "" && slices.Contains(accepted, name) {
+			keep = append(keep, algo)
+		}
+	}
+	switch {
+	case len(keep) == 0:
+		return nil
+	case len(keep) == len(algos):
+		return s
+	}
+	as, ok := s.(ssh.AlgorithmSigner)
+	if !ok {
+		// It signs with its key type's algorithm only (ssh-rsa for RSA).
+		if slices.Contains(keep, keyType) {
+			return s
+		}
+		return nil
+	}
+	ms, err := ssh.NewSignerWithAlgorithms(as, keep)
+	if err != nil {
+		return nil
+	}
+	return ms
+}
+
+// certAlgo names the certificate algorithm of each signature algorithm.
+var certAlgo = map[string]string{
+	ssh.KeyAlgoED25519:    ssh.CertAlgoED25519v01,
+	ssh.KeyAlgoECDSA256:   ssh.CertAlgoECDSA256v01,
+	ssh.KeyAlgoECDSA384:   ssh.CertAlgoECDSA384v01,
+	ssh.KeyAlgoECDSA521:   ssh.CertAlgoECDSA521v01,
+	ssh.KeyAlgoSKED25519:  ssh.CertAlgoSKED25519v01,
+	ssh.KeyAlgoSKECDSA256: ssh.CertAlgoSKECDSA256v01,
+	ssh.KeyAlgoRSASHA512:  ssh.CertAlgoRSASHA512v01,
+	ssh.KeyAlgoRSASHA256:  ssh.CertAlgoRSASHA256v01,
+	ssh.KeyAlgoRSA:        ssh.CertAlgoRSAv01,
 }
 
 // lazySigner is an encrypted identity file whose public key is known: it

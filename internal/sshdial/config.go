@@ -481,6 +481,24 @@ func (s *settings) apply(c *chunk, alias string) error {
 			s.single[k] = v
 		}
 	}
+	if _, ok := s.single["pubkeyacceptedalgorithms"]; !ok {
+		// PubkeyAcceptedKeyTypes is its name before OpenSSH 8.5; in one
+		// block, the first line of the two wins.
+		v, err := c.cfg.Get(alias, "PubkeyAcceptedAlgorithms")
+		if err != nil {
+			return wrap(err)
+		}
+		old, err := c.cfg.Get(alias, "PubkeyAcceptedKeyTypes")
+		if err != nil {
+			return wrap(err)
+		}
+		if old != "" && (v == "" || firstKey(c.cfg, "pubkeyacceptedalgorithms", "pubkeyacceptedkeytypes") == "pubkeyacceptedkeytypes") {
+			v = old
+		}
+		if v != "" {
+			s.single["pubkeyacceptedalgorithms"] = v
+		}
+	}
 	for _, k := range multiKeys {
 		vs, err := c.cfg.GetAll(alias, k)
 		if err != nil {

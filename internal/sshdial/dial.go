@@ -388,7 +388,7 @@ func classify(err error, t *Target, hk *hostKeyChecker, auth *authState, dialErr
 			pm := &ssh.PassphraseMissingError{}
 			return &KeyFileError{File: auth.encrypted[0], Err: errors.Join(&encryptedError{pm}, err)}
 		}
-		return &AuthError{Host: t.Alias, User: t.User, Tried: auth.tried(), Err: err}
+		return &AuthError{Host: t.Alias, User: t.User, Tried: auth.tried(), Skipped: auth.skipped, Err: err}
 	}
 	return dialErr(fmt.Errorf("ssh handshake: %w", err))
 }

@@ -701,6 +701,14 @@ func TestDialLab(t *testing.T) {
 		if !strings.Contains(h1.Log(), "Accepted publickey for "+h1.User+" from 127.0.0.1 port") || !strings.Contains(h1.Log(), "ssh2: RSA "+ssh.FingerprintSHA256(pub)) {
 			t.Errorf("sshd did not log the RSA login:\n%s", h1.Log())
 		}
+		// PubkeyAcceptedAlgorithms decides the signature algorithm: ssh-rsa
+		// alone (SHA-1) is what sshd 9.2 refuses; rsa-sha2-256 alone works.
+		cfg = labConfig(t, lab, "IdentityFile "+file, "IdentitiesOnly yes", "PubkeyAcceptedAlgorithms ssh-rsa")
+		if _, err := connect(t, "h1", Options{ConfigFile: cfg, HomeDir: home}); !errors.As(err, new(*AuthError)) {
+			t.Errorf("PubkeyAcceptedAlgorithms ssh-rsa: got %v, want an *AuthError (sshd refuses SHA-1)", err)
+		}
+		cfg = labConfig(t, lab, "IdentityFile "+file, "IdentitiesOnly yes", "PubkeyAcceptedAlgorithms rsa-sha2-256")
+		run(t, mustConnect(t, "h1", Options{ConfigFile: cfg, HomeDir: home}), "true")
 		// Control: a plain ssh.Signer (ssh-rsa, SHA-1 signatures) is refused,
 		// so the logins above used rsa-sha2-256/512.
 		fs, _ := ssh.NewSignerFromKey(rk)
@@ -711,6 +719,19 @@ func TestDialLab(t *testing.T) {
 		if err == nil {
 			t.Error("sshd accepted an ssh-rsa (SHA-1) signature; the check proves nothing")
 		}
+	})
+
+	t.Run("PubkeyAcceptedAlgorithms", func(t *testing.T) {
+		// The lab's key is ed25519: left out, it is not offered, and the
+		// error says so, as ssh's debug output does.
+		cfg := labConfig(t, lab, "IdentityFile "+lab.IdentityFile, "IdentitiesOnly yes", "PubkeyAcceptedAlgorithms rsa-sha2-512,rsa-sha2-256")
+		_, err := connect(t, "h1", Options{ConfigFile: cfg, HomeDir: home})
+		var ae *AuthError
+		if !errors.As(err, &ae) || len(ae.Tried) != 0 || len(ae.Skipped) != 1 || !strings.Contains(err.Error(), "not in PubkeyAcceptedAlgorithms: "+lab.IdentityFile+" ED25519") {
+			t.Errorf("ed25519 key left out: %v, want an *AuthError naming it as skipped", err)
+		}
+		cfg = labConfig(t, lab, "IdentityFile "+lab.IdentityFile, "IdentitiesOnly yes", "PubkeyAcceptedKeyTypes ssh-ed25519")
+		run(t, mustConnect(t, "h1", Options{ConfigFile: cfg, HomeDir: home}), "true")
 	})
 
 	t.Run("keepalive with real sshd", func(t *testing.T) {
@@ -902,6 +923,13 @@ func TestCertificate(t *testing.T) {
 	// CertificateFile elsewhere.
 	os.Rename(key+"-cert.pub", filepath.Join(dir, "elsewhere.pub"))
 	cfg = labConfig(t, lab, "IdentityFile "+key, "CertificateFile "+filepath.Join(dir, "elsewhere.pub"))
+	run(t, mustConnect(t, "h1", Options{ConfigFile: cfg, HomeDir: home}), "true")
+	// PubkeyAcceptedAlgorithms names certificates by their own algorithms.
+	cfg = labConfig(t, lab, "IdentityFile "+key, "CertificateFile "+filepath.Join(dir, "elsewhere.pub"), "PubkeyAcceptedAlgorithms ssh-ed25519")
+	if _, err := connect(t, "h1", Options{ConfigFile: cfg, HomeDir: home}); !errors.As(err, new(*AuthError)) {
+		t.Errorf("certificate algorithm not accepted: %v, want *AuthError", err)
+	}
+	cfg = labConfig(t, lab, "IdentityFile "+key, "CertificateFile "+filepath.Join(dir, "elsewhere.pub"), "PubkeyAcceptedAlgorithms ssh-ed25519-cert-v01@openssh.com")
 	run(t, mustConnect(t, "h1", Options{ConfigFile: cfg, HomeDir: home}), "true")
 }
 

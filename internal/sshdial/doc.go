@@ -96,6 +96,13 @@
 //   - KexAlgorithms, Ciphers and MACs, including the +, - and ^ forms;
 //     algorithms that golang.org/x/crypto/ssh does not implement are dropped
 //     at Dial time (an error if none is left).
+//   - PubkeyAcceptedAlgorithms (and its older name PubkeyAcceptedKeyTypes),
+//     including the +, - and ^ forms: a key none of whose signature
+//     algorithms is in the list is not offered (AuthError.Skipped names
+//     it), and an RSA key signs only with the listed ones. The default is
+//     ssh 9.2's, without ssh-rsa: an RSA key signs with rsa-sha2-512 or
+//     rsa-sha2-256, so a server too old for those (OpenSSH before 7.2)
+//     needs PubkeyAcceptedAlgorithms +ssh-rsa, as with ssh.
 //   - BatchMode (no prompts at all).
 //
 // File names (IdentityFile, CertificateFile, IdentityAgent,
@@ -107,8 +114,7 @@
 // Every other keyword is read without error and ignored; in particular:
 // password, keyboard-interactive, GSSAPI and host-based authentication;
 // CanonicalizePermittedCNAMEs; CheckHostIP (ssh 9.2's default, no, is
-// what this package does); PubkeyAcceptedAlgorithms (x/crypto's defaults
-// are used); UpdateHostKeys; VerifyHostKeyDNS; KnownHostsCommand;
+// what this package does); UpdateHostKeys; VerifyHostKeyDNS; KnownHostsCommand;
 // ControlPersist (no master is started); forwardings;
 // AddKeysToAgent; FIDO (sk-) keys and XMSS keys in files (they can still be
 // used through ssh-agent). File permission checks of configuration files

@@ -88,6 +88,11 @@ type Target struct {
 	// offered, in this order; otherwise x/crypto's, the types recorded in
 	// known_hosts for the host first.
 	HostKeyAlgorithms []string
+	// PubkeyAcceptedAlgorithms: see KexAlgorithms. The public-key
+	// signature algorithms (and so key types) authentication may use;
+	// nil when not configured, meaning OpenSSH's default, which leaves out
+	// ssh-rsa (RSA keys sign with rsa-sha2-512 or rsa-sha2-256).
+	PubkeyAcceptedAlgorithms []string
 	// HashKnownHosts makes keys added to known_hosts hashed.
 	HashKnownHosts bool
 	// BatchMode disables every prompt (passphrases, host keys).
@@ -113,6 +118,7 @@ var (
 	defaultUserKnownHosts   = []string{"~/.ssh/known_hosts", "~/.ssh/known_hosts2"}
 	defaultGlobalKnownHosts = []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"}
 	defaultHostKeyAlgos     = strings.Split("ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com,sk-ssh-ed25519-cert-v01@openssh.com,sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com,ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,sk-ssh-ed25519@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,rsa-sha2-512,rsa-sha2-256", ",")
+	defaultPubkeyAlgos      = defaultHostKeyAlgos // the same list in ssh 9.2
 	defaultKex              = strings.Split("sntrup761x25519-sha512,sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256", ",")
 	defaultCiphers          = strings.Split("chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com", ",")
 	defaultMACs             = strings.Split("umac-64-etm@openssh.com,umac-128-etm@openssh.com,hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha1-etm@openssh.com,umac-64@openssh.com,umac-128@openssh.com,hmac-sha2-256,hmac-sha2-512,hmac-sha1", ",")
@@ -176,6 +182,8 @@ func ResolveContext(ctx context.Context, alias string, o Options) (*Target, erro
 				return nil, fmt.Errorf("sshdial: -o %s cannot be combined with -J", k)
 			}
 			st.set(lk, v)
+		case "pubkeyacceptedkeytypes": // its name before OpenSSH 8.5
+			st.set("pubkeyacceptedalgorithms", v)
 		default:
 			st.set(lk, v)
 		}
@@ -627,6 +635,7 @@ func (st *settings) target(host, home, localU string, nExplicit int) (*Target, e
 	}{
 		{"kexalgorithms", defaultKex, &t.KexAlgorithms},
 		{"hostkeyalgorithms", defaultHostKeyAlgos, &t.HostKeyAlgorithms},
+		{"pubkeyacceptedalgorithms", defaultPubkeyAlgos, &t.PubkeyAcceptedAlgorithms},
 		{"ciphers", defaultCiphers, &t.Ciphers},
 		{"macs", defaultMACs, &t.MACs},
 	} {

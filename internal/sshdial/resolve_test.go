@@ -104,6 +104,10 @@ func TestResolveMatchesOpenSSH(t *testing.T) {
 		{"basic.conf", "kex-set", Options{}},
 		{"basic.conf", "hka-set", Options{}},
 		{"basic.conf", "hka-minus", Options{}},
+		{"basic.conf", "pka-minus", Options{}},
+		{"basic.conf", "pka-oldname", Options{}},
+		{"basic.conf", "pka-both", Options{}},
+		{"basic.conf", "pka-both", Options{Options: []string{"PubkeyAcceptedKeyTypes=ecdsa-sha2-nistp256"}}},
 		{"basic.conf", "someone@web-2", Options{}},
 		{"basic.conf", "ssh://u2@web-3:2345", Options{}},
 		{"basic.conf", "web-1", Options{User: "cliuser", Port: 9999}},
@@ -266,6 +270,11 @@ func TestResolveMatchesOpenSSH(t *testing.T) {
 			if got.HostKeyAlgorithms != nil || strings.HasPrefix(c.alias, "hka") {
 				check("HostKeyAlgorithms", strings.Join(got.HostKeyAlgorithms, ","), one("hostkeyalgorithms"))
 			}
+			pka := got.PubkeyAcceptedAlgorithms
+			if pka == nil {
+				pka = defaultPubkeyAlgos
+			}
+			check("PubkeyAcceptedAlgorithms", strings.Join(pka, ","), one("pubkeyacceptedalgorithms"))
 		})
 	}
 }
