@@ -196,6 +196,7 @@ func bench(ctx context.Context, rep *Report, pp params, n int, rtt time.Duration
 				e.bigKnownHostsFigure(pp)
 				e.jumpFigure(pp)
 				e.sharedCacheFigure(pp)
+				e.masterFigure(pp)
 			}
 		}},
 		{"fleet", func() { e.uploadFigure(e.twPath(tw)) }},
