@@ -138,6 +138,25 @@ func write(t *testing.T, c *net.UnixConn, msgs ...[]byte) {
 // drain reads c until the client closes it.
 func drain(c *net.UnixConn) { io.Copy(io.Discard, c) }
 
+// answering is a fake master that says hello, takes the session request
+// (closing the descriptors it got), sends msgs, and then, with drainAfter,
+// reads until the client hangs up; otherwise it hangs up.
+func answering(drainAfter bool, msgs ...[]byte) func(*testing.T, *net.UnixConn) {
+	return func(t *testing.T, c *net.UnixConn) {
+		write(t, c, msg(msgHello, protocolVersion))
+		r, err := readClient(c)
+		if err != nil {
+			t.Errorf("fake master: %v", err)
+			return
+		}
+		r.closeFiles()
+		write(t, c, msgs...)
+		if drainAfter {
+			drain(c)
+		}
+	}
+}
+
 // openCtx returns a context bounding an Open in a test.
 func openCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -257,17 +276,7 @@ func TestRefused(t *testing.T) {
 		{"control characters", msgFailure, "bad\x1b[0m"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fm := startFake(t, func(t *testing.T, c *net.UnixConn) {
-				write(t, c, msg(msgHello, protocolVersion))
-				r, err := readClient(c)
-				if err != nil {
-					t.Errorf("fake master: %v", err)
-					return
-				}
-				r.closeFiles()
-				write(t, c, msg(tc.typ, requestID, tc.reason))
-				drain(c)
-			})
+			fm := startFake(t, answering(true, msg(tc.typ, requestID, tc.reason)))
 			s, err := Open(openCtx(t), fm.path, "true", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -367,16 +376,7 @@ func TestSessionErrors(t *testing.T) {
 		{"short failure", [][]byte{msg(msgFailure, requestID, []byte{0, 0, 0, 9, 'x'})}, "too short", "too short", -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fm := startFake(t, func(t *testing.T, c *net.UnixConn) {
-				write(t, c, msg(msgHello, protocolVersion))
-				r, err := readClient(c)
-				if err != nil {
-					t.Errorf("fake master: %v", err)
-					return
-				}
-				r.closeFiles()
-				write(t, c, tc.send...)
-			})
+			fm := startFake(t, answering(false, tc.send...))
 			s, err := Open(openCtx(t), fm.path, "true", nil)
 			if err != nil {
 				t.Fatal(err)
